@@ -28,7 +28,7 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(args, code, message):
 
 
 def test_tour_writes_results_report_and_plots(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "finetune", "--out", str(tmp_path))
+    r = cli("tour", "--profile", "test", "--chapters", "finetune", "--out", str(tmp_path))  # one chapter keeps it short
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["profile"] == "test"
@@ -49,3 +49,67 @@ def test_bench_json_is_the_last_line():
         assert key in res
     assert res["rows"] == 32
     assert res["speedup"] == pytest.approx(res["book_samples_per_second"] / res["seed_samples_per_second"])
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    import pandas as pd
+    from finetune_book.data import example_table_path
+    table = pd.read_csv(example_table_path())
+    files = {"empty": b"", "header": b"review,rating\n", "binary": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+             "one_class": table.assign(rating="positive").to_csv(index=False).encode(),
+             "nan_text": table.assign(review=table.review.where(table.index != 4)).to_csv(index=False).encode(),
+             "few_rows": b"review,rating\ngreat,positive\nawful,negative\nfine,mixed\n"}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name}.csv"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("name,message", [
+    ("empty", "is empty"), ("header", "no rows"), ("binary", "binary"), ("one_class", "Only one class"),
+    ("nan_text", "missing or not strings"), ("few_rows", "Too few rows per class"),
+])
+def test_audit_bad_files_give_one_line(bad_files, name, message, tmp_path):
+    r = cli("audit", str(bad_files[name]), "--text", "review", "--label", "rating", "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+
+
+def test_audit_missing_column_and_file(tmp_path):
+    from finetune_book.data import example_table_path
+    r = cli("audit", str(example_table_path()), "--text", "tweet", "--label", "rating")
+    assert r.returncode == 1 and "Missing column" in r.stderr
+    r = cli("audit", str(tmp_path / "nope.csv"), "--text", "a", "--label", "b")
+    assert r.returncode == 1 and "no such file" in r.stderr
+
+
+def test_audit_latin1_file_and_json_output(tmp_path):
+    import pandas as pd
+    from finetune_book.data import example_table_path
+    table = pd.read_csv(example_table_path())
+    table.loc[0, "review"] = "Café crème was lovely"
+    path = tmp_path / "latin.csv"
+    path.write_bytes(table.to_csv(index=False).encode("latin-1"))
+    out = tmp_path / "audit"
+    r = cli("audit", str(path), "--text", "review", "--label", "rating", "--out", str(out), "--folds", "3", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "not valid UTF-8" in r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["summary"]["rows"] == len(table)
+    for issue in res["label_issues"]:
+        assert set(issue) == {"row", "label", "suggested", "score"}
+        assert table.rating.iloc[issue["row"]] == issue["label"]      # row is the 0-based data row of the file
+    flagged = pd.read_csv(out / "flagged.csv")
+    assert {"row", "issue", "text", "label"} <= set(flagged.columns)
+    assert (out / "report.md").exists() and (out / "profile.png").stat().st_size > 1000
+
+
+def test_tour_data_quality_entry(tmp_path):
+    r = cli("tour", "--profile", "test", "--chapters", "data_quality", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    dq = json.loads((tmp_path / "results.json").read_text())["chapters"]["data_quality"]
+    assert dq["bbc_precision"] >= 0.7 and dq["bbc_recall"] >= 0.7
+    assert 0 <= dq["accuracy_raw"] <= 1 and 0 <= dq["accuracy_cleaned"] <= 1
+    assert dq["label_issues"] > 0 and (tmp_path / "data_quality_clean.png").exists()

@@ -1,0 +1,101 @@
+"""The data-quality checks: duplicates, conflicts, junk, label issues, audit and cleaning."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from finetune_book.data import BBC_LABELS, load_bbc, sample_rows
+from finetune_book.data_quality import (audit, clean, find_duplicates, find_junk, find_label_conflicts,
+                                        find_label_issues, inject_label_noise, normalize_text, out_of_fold_probs,
+                                        precision_recall)
+
+
+@pytest.fixture(scope="module")
+def bbc():
+    return sample_rows(load_bbc(), 500, seed=0)  # below ~500 articles, P/R >= 0.7 is not reliable across seeds
+
+
+@pytest.fixture(scope="module")
+def bbc_features(bbc):
+    from finetune_book.data_quality import embed_texts
+    return embed_texts(bbc.text.tolist())
+
+
+def test_normalize_text_unifies_case_space_and_urls():
+    assert normalize_text("Hello  World http://t.co/abc") == normalize_text("hello world https://x.y/z")
+
+
+def test_duplicates_and_conflicts_on_a_known_table():
+    df = pd.DataFrame({"text": ["Late again", "late  again", "Great crew", "great crew", "ok"],
+                       "label": ["negative", "negative", "positive", "neutral", "neutral"]})
+    before = df.copy()
+    assert find_duplicates(df).row.tolist() == [0, 1, 2, 3]
+    conflicts = find_label_conflicts(df)
+    assert conflicts.row.tolist() == [2, 3]
+    assert set(conflicts.labels_in_group) == {"neutral, positive"}
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_junk_rows():
+    df = pd.DataFrame({"text": ["@united http://t.co/x #fail", "the crew was lovely today", "ÂÃÄÅÆÇ ÈÉ ÊË ok ÌÍ"]})
+    assert find_junk(df).row.tolist() == [0, 2]
+
+
+def test_label_issue_detection_reaches_precision_and_recall_on_injected_noise(bbc, bbc_features):
+    noisy, flipped = inject_label_noise(bbc.label, 0.10, seed=0)
+    issues = find_label_issues(bbc.text, noisy, features=bbc_features)
+    pr = precision_recall(issues.row, np.flatnonzero(flipped))
+    assert pr["precision"] >= 0.7 and pr["recall"] >= 0.7, pr
+    assert list(issues.columns) == ["row", "label", "suggested", "score"]
+    assert issues.score.is_monotonic_increasing          # most suspicious first
+    flipped_hits = issues[issues.row.isin(np.flatnonzero(flipped))]
+    truth = bbc.label.to_numpy()[flipped_hits.row.to_numpy()]
+    assert (flipped_hits.suggested.to_numpy() == truth).mean() > 0.7   # suggests the original label
+
+
+def test_inject_label_noise_leaves_input_and_flips_exactly(bbc):
+    labels = bbc.label.copy()
+    noisy, flipped = inject_label_noise(labels, 0.2, seed=3)
+    pd.testing.assert_series_equal(labels, bbc.label)
+    assert flipped.sum() == round(0.2 * len(labels))
+    assert (noisy[flipped] != labels.to_numpy()[flipped]).all() and (noisy[~flipped] == labels.to_numpy()[~flipped]).all()
+
+
+def test_out_of_fold_probs_checks_its_inputs(bbc_features, bbc):
+    probs = out_of_fold_probs(bbc_features, bbc.label, list(BBC_LABELS))
+    assert probs.shape == (len(bbc), 5)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        out_of_fold_probs(bbc_features[:10], bbc.label)
+    with pytest.raises(ValueError, match="Too few rows per class"):
+        out_of_fold_probs(bbc_features[:6], ["a", "b", "a", "b", "a", "b"])
+
+
+def test_find_label_issues_errors():
+    with pytest.raises(ValueError, match="2 texts but 3 labels"):
+        find_label_issues(["a", "b"], ["x", "y", "x"])
+    with pytest.raises(ValueError, match="empty"):
+        find_label_issues(["a", " "], ["x", "y"], pred_probs=np.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="shape"):
+        find_label_issues(["a", "b"], ["x", "y"], pred_probs=np.full((2, 3), 1 / 3))
+
+
+def test_audit_and_clean_keep_everything_accounted_for(bbc, bbc_features):
+    df = bbc.copy()
+    df = pd.concat([df, df.iloc[:3]])                       # three exact duplicates
+    noisy, flipped = inject_label_noise(df.label, 0.05, seed=0)
+    df["label"] = noisy
+    before = df.copy()
+    feats = np.vstack([bbc_features, bbc_features[:3]])
+    report = audit(df, features=feats)
+    assert report.summary["rows"] == len(df) and report.summary["duplicate_copies"] >= 3
+    assert report.label_quality.shape == (len(df),)
+    kept, removed = clean(df, report)
+    assert len(kept) + len(removed) == len(df)
+    assert set(removed.issue.str.split(", ").explode()) <= {"label_issue", "label_conflict", "duplicate"}
+    pd.testing.assert_frame_equal(df, before)
+    with pytest.raises(ValueError, match="Unknown issue"):
+        clean(df, report, issues=("typo",))
+    with pytest.raises(ValueError, match="report is for"):
+        clean(df.iloc[:10], report)
+    md = report.markdown()
+    assert md.startswith("# Data audit") and "| label_issues |" in md
