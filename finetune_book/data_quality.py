@@ -284,10 +284,9 @@ def noisy_vs_cleaned(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame
                      cleaned_test_df:pd.DataFrame=None, # also score on this "cleaned" test set, to show the pitfall
                      **fine_tune_kwargs)->pd.DataFrame:
     "Test accuracy and macro-F1 of `fine_tune` on `train_df` as is and cleaned by `clean(audit(...))`, per seed."
-    from finetune_book.train import predict
+    from finetune_book.train import classification_metrics, fine_tune, predict
     report = report if report is not None else audit(train_df)
     kept, removed = clean(train_df, report)
-    from finetune_book.train import classification_metrics, fine_tune
     rows = []
     for data_name, rows_df in (("raw", train_df), ("cleaned", kept)):
         for seed in seeds:
