@@ -16,9 +16,9 @@ from sklearn.model_selection import train_test_split
 from .core import Profile, _package_dir, get_profile
 
 # %% auto #0
-__all__ = ['TWEET_LABELS', 'TOPIC_PATTERNS', 'BBC_LABELS', 'CORPORA', 'tweet_topic', 'load_tweets', 'load_bbc', 'validate_table',
-           'example_table_path', 'split_data', 'sample_rows', 'load_splits', 'label_maps', 'tokenize_table',
-           'padding_share']
+__all__ = ['TWEET_LABELS', 'TOPIC_PATTERNS', 'BBC_LABELS', 'CORPORA', 'tweet_topic', 'load_tweets', 'load_bbc', 'require_columns',
+           'validate_table', 'example_table_path', 'split_data', 'sample_rows', 'load_splits', 'label_maps',
+           'tokenize_table', 'padding_share']
 
 # %% ../nbs/01_data.ipynb #6c06feba
 TWEET_LABELS = ("negative", "neutral", "positive")
@@ -79,16 +79,20 @@ def _rows(mask:pd.Series, limit:int=5)->str:
     idx = list(mask[mask].index[:limit])
     return ", ".join(map(str, idx)) + (", ..." if mask.sum() > limit else "")
 
+def require_columns(df:pd.DataFrame, *cols:str):
+    "Raise `ValueError` naming any of `cols` missing from `df` and the columns it does have."
+    if not isinstance(df, pd.DataFrame): raise ValueError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"Missing column(s) {missing}; the table has {list(df.columns)}. Pass text_col=/label_col=.")
+
 def validate_table(df:pd.DataFrame, # a table with one example per row
                    text_col:str="text", # the column with the input texts
                    label_col:str="label", # the column with the class labels
                    labels:list=None, # the allowed labels, if known; others are an error
                   )->list:
     "Check `df` is fit for text classification; return its sorted class labels or raise `ValueError` naming the problem."
-    if not isinstance(df, pd.DataFrame): raise ValueError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
-    missing = [c for c in (text_col, label_col) if c not in df.columns]
-    if missing:
-        raise ValueError(f"Missing column(s) {missing}; the table has {list(df.columns)}. Pass text_col=/label_col=.")
+    require_columns(df, text_col, label_col)
     if len(df) == 0: raise ValueError("The table has no rows.")
     text, label = df[text_col], df[label_col]
     not_str = ~text.map(lambda t: isinstance(t, str))
@@ -175,7 +179,7 @@ def tokenize_table(df:pd.DataFrame, # rows to tokenize; left unchanged
     "A `datasets.Dataset` of unpadded `input_ids`, `attention_mask`, `length` (and `labels`), ready for dynamic padding."
     from datasets import Dataset
     if labels is not None: validate_table(df, text_col, label_col, labels=labels)
-    elif text_col not in df.columns: raise ValueError(f"Missing column {text_col!r}; the table has {list(df.columns)}.")
+    else: require_columns(df, text_col)
     texts = df[text_col].tolist()
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     cols = {k: enc[k] for k in ("input_ids", "attention_mask")}

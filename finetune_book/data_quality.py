@@ -7,14 +7,14 @@ Docs: https://finetune-book.github.io/finetune-book/data_quality.html.md"""
 # %% ../nbs/03_data_quality.ipynb #e1fa5968
 from __future__ import annotations
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import get_device, offline_model_dir, resolve_model
-from .data import validate_table
+from .core import get_device, resolve_model
+from .data import require_columns, validate_table
 
 # %% auto #0
 __all__ = ['plot_profile', 'normalize_text', 'find_duplicates', 'find_label_conflicts', 'find_junk', 'embed_texts',
@@ -47,7 +47,7 @@ def normalize_text(text:str)->str:
 
 def find_duplicates(df:pd.DataFrame, text_col:str="text")->pd.DataFrame:
     "Rows whose normalized text occurs more than once: `row`, `group` (one id per distinct text) and `text`."
-    if text_col not in df.columns: raise ValueError(f"Missing column {text_col!r}; the table has {list(df.columns)}.")
+    require_columns(df, text_col)
     key = df[text_col].map(normalize_text)
     dup = key.duplicated(keep=False)
     groups = key[dup].map({k: i for i, k in enumerate(dict.fromkeys(key[dup]))})
@@ -68,7 +68,7 @@ _NOISE_TOKENS = re.compile(r"(https?://\S+|@\w+|#\w+|&amp;|rt\b)", re.I)
 
 def find_junk(df:pd.DataFrame, text_col:str="text", min_words:int=2, max_nonlatin:float=0.3)->pd.DataFrame:
     "Rows with fewer than `min_words` words besides handles/URLs/hashtags, or mostly non-Latin characters: `row`, `reason`."
-    if text_col not in df.columns: raise ValueError(f"Missing column {text_col!r}; the table has {list(df.columns)}.")
+    require_columns(df, text_col)
     rows = []
     for idx, text in df[text_col].items():
         words = re.findall(r"[A-Za-z]{2,}", _NOISE_TOKENS.sub(" ", str(text)))
@@ -282,20 +282,22 @@ def out_of_fold_probs_finetuned(df:pd.DataFrame, labels:list, model_name:str="mi
 def noisy_vs_cleaned(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list, seeds:tuple=(0, 1),
                      report:AuditReport=None, # `audit(train_df)`, if already computed
                      cleaned_test_df:pd.DataFrame=None, # also score on this "cleaned" test set, to show the pitfall
-                     **fine_tune_kwargs)->pd.DataFrame:
+                     text_col:str="text", label_col:str="label", **fine_tune_kwargs)->pd.DataFrame:
     "Test accuracy and macro-F1 of `fine_tune` on `train_df` as is and cleaned by `clean(audit(...))`, per seed."
     from finetune_book.train import classification_metrics, fine_tune, predict
-    report = report if report is not None else audit(train_df)
+    report = report if report is not None else audit(train_df, text_col, label_col)
     kept, removed = clean(train_df, report)
+    y_test = test_df[label_col].to_numpy()
     rows = []
     for data_name, rows_df in (("raw", train_df), ("cleaned", kept)):
         for seed in seeds:
-            run = fine_tune(model_name, rows_df, labels, seed=seed, progress=False, **fine_tune_kwargs)
-            pred = predict(run.model, run.tokenizer, test_df.text.tolist()).label.to_numpy()
-            row = dict(train=data_name, seed=seed, rows=len(rows_df), **classification_metrics(test_df.label.to_numpy(), pred))
+            run = fine_tune(model_name, rows_df, labels, seed=seed, progress=False, text_col=text_col,
+                            label_col=label_col, **fine_tune_kwargs)
+            pred = predict(run.model, run.tokenizer, test_df[text_col].tolist()).label.to_numpy()
+            row = dict(train=data_name, seed=seed, rows=len(rows_df), **classification_metrics(y_test, pred))
             if cleaned_test_df is not None:
                 keep = test_df.index.isin(cleaned_test_df.index)
-                row["accuracy_on_cleaned_test"] = classification_metrics(test_df.label.to_numpy()[keep], pred[keep])["accuracy"]
+                row["accuracy_on_cleaned_test"] = classification_metrics(y_test[keep], pred[keep])["accuracy"]
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -7,7 +7,7 @@ Docs: https://finetune-book.github.io/finetune-book/finetune.html.md"""
 # %% ../nbs/02_finetune.ipynb #d22ec473
 from __future__ import annotations
 import math, tempfile, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
