@@ -18,6 +18,7 @@ __all__ = ['TOUR_CHAPTERS', 'summary_table', 'write_report', 'run_tour', 'run_be
 TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their entries here
     "finetune": "finetune_book.train:tour_finetune",
     "data_quality": "finetune_book.data_quality:tour_data_quality",
+    "sparse_data": "finetune_book.sparse:tour_sparse_data",
 }
 
 def _tour_function(key:str):

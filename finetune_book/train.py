@@ -113,7 +113,9 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
               max_length:int=128, seed:int=0,
               patience:int=1, # epochs without a better validation macro-F1 before stopping
               progress:bool=True, # show the Trainer's progress bar
-              text_col:str="text", label_col:str="label", **training_args)->FineTuneResult:
+              text_col:str="text", label_col:str="label",
+              peft_config=None, # a peft config (e.g. `LoraConfig`) to train adapters instead of every weight
+              **training_args)->FineTuneResult:
     "Fine-tune `model_name` for classification with the book's recipe: dynamic padding, length grouping, `Trainer`, early stopping."
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
     labels = [str(l) for l in labels]
@@ -121,6 +123,9 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
     if val_df is not None: validate_table(val_df, text_col, label_col, labels=labels)
     set_seed(seed)  # the new classification head is initialised from this seed
     model, tok = load_classifier(model_name, labels=labels)
+    if peft_config is not None:
+        from peft import get_peft_model
+        model = get_peft_model(model, peft_config)  # freezes the encoder; adds the adapters
     train_ds = tokenize_table(train_df, tok, labels, max_length, text_col, label_col)
     val_ds = None if val_df is None else tokenize_table(val_df, tok, labels, max_length, text_col, label_col)
     with tempfile.TemporaryDirectory() as out:

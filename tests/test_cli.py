@@ -113,3 +113,13 @@ def test_tour_data_quality_entry(tmp_path):
     assert dq["bbc_precision"] >= 0.7 and dq["bbc_recall"] >= 0.7
     assert 0 <= dq["accuracy_raw"] <= 1 and 0 <= dq["accuracy_cleaned"] <= 1
     assert dq["label_issues"] > 0 and (tmp_path / "data_quality_clean.png").exists()
+
+
+def test_tour_sparse_data_entry(tmp_path):
+    r = cli("tour", "--profile", "test", "--chapters", "sparse_data", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    sd = json.loads((tmp_path / "results.json").read_text())["chapters"]["sparse_data"]
+    assert sd["k"] == 2 and sd["seeds"] == 2
+    assert sd["best_method"] in {"SetFit", "frozen probe", "prototypes"}
+    assert sd["best_accuracy"] >= sd["finetune_accuracy"] or sd["best_accuracy"] > 0.3
+    assert 0 <= sd["finetune_accuracy"] <= 1 and (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000

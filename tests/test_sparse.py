@@ -1,0 +1,122 @@
+"""Few-shot tools: k-shot sampling, EDA, augmentation tables, paraphrase judging, learning curves, LoRA."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from finetune_book.data import TWEET_LABELS, sample_rows, split_data
+from finetune_book.sparse import (EmbeddingCache, augment_table, curve_summary, eda, finetune_method,
+                                  judge_paraphrases, learning_curve, load_synonyms, lora_config, margins,
+                                  probe_method, sample_k_shot, sparse_plan, table_augmenter)
+
+
+@pytest.fixture(scope="module")
+def tweet_splits(tweets):
+    return split_data(tweets, seed=0)
+
+
+@pytest.fixture(scope="module")
+def embed():
+    return EmbeddingCache("minilm", max_length=64)
+
+
+def test_k_shot_exact_deterministic_nested_and_untouched(tweets):
+    before = tweets.copy()
+    a, b = sample_k_shot(tweets, 5, seed=7), sample_k_shot(tweets, 5, seed=7)
+    assert a.label.value_counts().to_dict() == {l: 5 for l in TWEET_LABELS}
+    assert a.index.tolist() == b.index.tolist()
+    assert set(a.index) <= set(sample_k_shot(tweets, 20, seed=7).index)          # a larger k keeps the rows
+    assert set(a.index) != set(sample_k_shot(tweets, 5, seed=8).index)          # another seed, other rows
+    assert (tweets.loc[a.index, "text"] == a.text).all()                        # original index kept
+    pd.testing.assert_frame_equal(tweets, before)
+
+
+@pytest.mark.parametrize("k, col, match", [(10**6, "label", "has only"), (0, "label", "k must be"),
+                                            (2.5, "label", "k must be"), (2, "sentiment", "sentiment")])
+def test_k_shot_errors_name_the_problem(tweets, k, col, match):
+    with pytest.raises(ValueError, match=match):
+        sample_k_shot(tweets, k, seed=0, label_col=col)
+
+
+def test_k_shot_names_the_short_class():
+    df = pd.DataFrame({"text": list("abcde"), "label": ["x", "x", "x", "y", "y"]})
+    with pytest.raises(ValueError, match="Class 'y' has only 2 rows"):
+        sample_k_shot(df, 3, seed=0)
+
+
+def test_eda_keeps_handles_urls_and_gives_distinct_variants():
+    text = "@united my flight was late again, great service http://t.co/x #fail"
+    variants = eda(text, n=12, seed=0)
+    assert variants and len(variants) == len(set(variants)) and text not in variants
+    for v in variants:
+        assert "@united" in v and "http://t.co/x" in v and "#fail" in v
+    assert eda(text, n=4, seed=1) == eda(text, n=4, seed=1)
+
+
+def test_synonyms_are_symmetric_and_exclude_the_word():
+    syn = load_synonyms()
+    assert "delayed" in syn["late"] and "late" in syn["delayed"]
+    assert all(w not in [s.lower() for s in syn[w]] for w in syn)
+
+
+def test_augment_table_returns_new_rows_with_their_source():
+    df = pd.DataFrame({"text": ["the flight was late", "great crew"], "label": ["negative", "positive"]},
+                      index=[10, 20])
+    before = df.copy()
+    out = augment_table(df, lambda t, n, s: [f"{t} ({i})" for i in range(n)], n=2)
+    pd.testing.assert_frame_equal(df, before)
+    assert len(out) == 6 and out.augmented.sum() == 4
+    assert out[out.augmented].groupby("source").label.first().to_dict() == {10: "negative", 20: "positive"}
+
+
+def test_judge_flags_copies_drift_and_empty(embed):
+    pairs = pd.DataFrame({"text": ["my flight was delayed for three hours"] * 4,
+                          "paraphrase": ["my flight was delayed for three hours",
+                                         "the plane left three hours late, so I waited",
+                                         "Chocolate cake recipes for beginners", ""]})
+    judged = judge_paraphrases(pairs, embed)
+    assert judged.reason.tolist() == ["copy", "ok", "drifted", "empty"]
+    assert table_augmenter(judged)("my flight was delayed for three hours", 5, 0) == [pairs.paraphrase[1]]
+
+
+def test_learning_curve_with_the_probe_beats_chance(tweet_splits, embed):
+    test = sample_rows(tweet_splits["test"], 150, seed=0)
+    curve = learning_curve({"probe": probe_method(embed)}, tweet_splits["train"], test, ks=(32,), seeds=(0, 1),
+                           labels=TWEET_LABELS, progress=False)
+    assert curve.n_train.tolist() == [96, 96]
+    assert curve.accuracy.mean() > 0.45                    # three classes: chance is ~0.33 to 0.45 (majority)
+    assert curve_summary(curve)["count"].item() == 2
+
+
+def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits):
+    from finetune_book.core import load_classifier
+    import finetune_book.sparse as sparse
+    seen = {}
+    real_predict = sparse.predict
+    def spy(model, tok, texts, **kw):
+        seen["model"] = model
+        return real_predict(model, tok, texts, **kw)
+    sparse.predict = spy
+    try:
+        method = finetune_method("minilm", epochs=1, max_steps=2, batch_size=4, lr=1e-3, max_length=32,
+                                 peft_config=lora_config())
+        shot = sample_k_shot(tweet_splits["train"], 2, seed=0)
+        pred = method(shot, ["late again", "great crew"], TWEET_LABELS, 0)
+    finally:
+        sparse.predict = real_predict
+    assert set(pred) <= set(TWEET_LABELS)
+    base = load_classifier("minilm", labels=TWEET_LABELS)[0].state_dict()
+    tuned = seen["model"].get_base_model().state_dict()
+    q = "bert.encoder.layer.0.attention.self.query.base_layer.weight"
+    assert np.allclose(tuned[q].numpy(), base["bert.encoder.layer.0.attention.self.query.weight"].numpy())
+    assert any("lora_B" in k and tuned[k].abs().sum() > 0 for k in tuned)   # adapters moved off their zero init
+
+
+def test_margins_needs_the_baseline():
+    curve = pd.DataFrame({"method": ["a", "b"], "k": [4, 4], "seed": [0, 0], "accuracy": [0.5, 0.6]})
+    with pytest.raises(ValueError, match="No method named 'full'"):
+        margins(curve, "full")
+
+
+def test_profiles_have_plans():
+    assert sparse_plan("cpu").ks[0] <= 4 and len(sparse_plan("cpu").seeds) >= 5
+    assert len(sparse_plan("gpu").ks) == 5
