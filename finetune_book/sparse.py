@@ -81,12 +81,18 @@ def sample_k_shot(df:pd.DataFrame, # the table to sample from; left unchanged
     return df.iloc[np.sort(np.concatenate(picks))].copy()
 
 # %% ../nbs/04_sparse_data.ipynb #60cca18b
+def _offline_hint(encoder:str, e:Exception)->OSError:
+    "An error for an encoder that would not load, with the offline fix."
+    return OSError(f"Could not load the sentence encoder {encoder!r}. Offline, use 'minilm' or a local folder with a "
+                   f"sentence-transformers model. Cause: {str(e).splitlines()[0]}")
+
 class EmbeddingCache:
     "Sentence embeddings from one encoder, computed once per distinct text and then looked up."
     def __init__(self, encoder:str="minilm", max_length:int=128, batch_size:int=64):
         from sentence_transformers import SentenceTransformer
-        self.model = SentenceTransformer(resolve_model(encoder).location, device=str(get_device()),
-                                         trust_remote_code=False)
+        location = resolve_model(encoder).location  # a missing folder fails here, with its own message
+        try: self.model = SentenceTransformer(location, device=str(get_device()), trust_remote_code=False)
+        except OSError as e: raise _offline_hint(encoder, e) from e
         self.model.max_seq_length = max_length
         self.batch_size, self.vectors = batch_size, {}
 
@@ -164,8 +170,9 @@ def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_
         level, bars = sf.logging.get_verbosity(), datasets.is_progress_bar_enabled()
         sf.logging.set_verbosity_error(); datasets.disable_progress_bars()  # "no head found" notice and Map bars
         try:
-            model = sf.SetFitModel.from_pretrained(resolve_model(encoder).location, labels=list(labels),
-                                                   trust_remote_code=False)
+            location = resolve_model(encoder).location
+            try: model = sf.SetFitModel.from_pretrained(location, labels=list(labels), trust_remote_code=False)
+            except OSError as e: raise _offline_hint(encoder, e) from e
             model.model_body.max_seq_length = max_length
             with tempfile.TemporaryDirectory() as out:
                 args = sf.TrainingArguments(output_dir=out, batch_size=batch_size, num_epochs=1, max_steps=max_steps,
@@ -461,12 +468,13 @@ def tour_sparse_data(profile, out_dir:Path, seed:int=0)->dict:
                            progress=False)
     s = curve_summary(curve).set_index("method")
     best = s.drop(index="full fine-tuning")["mean"].idxmax()
+    wins = int(margins(curve, "full fine-tuning").set_index("method").loc[best, "wins"])  # seeds it beat fine-tuning
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(s.index, s["mean"], yerr=s["std"], capsize=5, color="tab:blue")
     ax.set_ylabel("test accuracy"); ax.set_ylim(0, 1); ax.set_title(f"Tweets, k={k} per class, {len(plan.seeds)} seeds")
     ax.tick_params(axis="x", rotation=15); fig.tight_layout()
     fig.savefig(Path(out_dir)/"sparse_data_k_shot.png", dpi=100); plt.close("all")
     return dict(k=k, seeds=len(plan.seeds), test_rows=len(test), best_method=best,
-                best_accuracy=float(s.loc[best, "mean"]), best_accuracy_std=float(s.loc[best, "std"]),
+                best_accuracy=float(s.loc[best, "mean"]), best_accuracy_std=float(s.loc[best, "std"]), best_wins=wins,
                 finetune_accuracy=float(s.loc["full fine-tuning", "mean"]),
                 finetune_accuracy_std=float(s.loc["full fine-tuning", "std"]), plots=["sparse_data_k_shot.png"])

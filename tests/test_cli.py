@@ -121,5 +121,5 @@ def test_tour_sparse_data_entry(tmp_path):
     sd = json.loads((tmp_path / "results.json").read_text())["chapters"]["sparse_data"]
     assert sd["k"] == 2 and sd["seeds"] == 2
     assert sd["best_method"] in {"SetFit", "frozen probe", "prototypes"}
-    assert sd["best_accuracy"] >= sd["finetune_accuracy"] or sd["best_accuracy"] > 0.3
+    assert 0 <= sd["best_wins"] <= sd["seeds"]
     assert 0 <= sd["finetune_accuracy"] <= 1 and (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000

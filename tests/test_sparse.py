@@ -120,3 +120,10 @@ def test_margins_needs_the_baseline():
 def test_profiles_have_plans():
     assert sparse_plan("cpu").ks[0] <= 4 and len(sparse_plan("cpu").seeds) >= 5
     assert len(sparse_plan("gpu").ks) == 5
+
+
+def test_an_encoder_that_is_not_there_names_the_offline_fix():
+    with pytest.raises(OSError, match="use 'minilm'"):
+        EmbeddingCache("nobody/no-such-sentence-model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        EmbeddingCache("./no/such/folder")
