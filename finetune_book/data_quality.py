@@ -17,10 +17,10 @@ from .core import get_device, resolve_model
 from .data import require_columns, validate_table
 
 # %% auto #0
-__all__ = ['plot_profile', 'normalize_text', 'find_duplicates', 'find_label_conflicts', 'find_junk', 'embed_texts',
-           'out_of_fold_probs', 'find_label_issues', 'inject_label_noise', 'precision_recall', 'find_datalab_issues',
-           'AuditReport', 'audit', 'clean', 'out_of_fold_probs_finetuned', 'noisy_vs_cleaned', 'review_widget',
-           'tour_data_quality']
+__all__ = ['plot_profile', 'normalize_text', 'find_duplicates', 'find_label_conflicts', 'find_junk', 'load_sentence_encoder',
+           'embed_texts', 'out_of_fold_probs', 'find_label_issues', 'inject_label_noise', 'precision_recall',
+           'find_datalab_issues', 'AuditReport', 'audit', 'clean', 'out_of_fold_probs_finetuned', 'noisy_vs_cleaned',
+           'review_widget', 'tour_data_quality']
 
 # %% ../nbs/03_data_quality.ipynb #364b378d
 def plot_profile(df:pd.DataFrame, text_col:str="text", label_col:str="label", title:str="Data profile"):
@@ -79,18 +79,31 @@ def find_junk(df:pd.DataFrame, text_col:str="text", min_words:int=2, max_nonlati
     return pd.DataFrame(rows, columns=["row", "reason"])
 
 # %% ../nbs/03_data_quality.ipynb #4a885283
+def _encoder_load_error(name:str, e:Exception)->OSError:
+    "An error for a sentence encoder that would not load, with the offline fix."
+    return OSError(f"Could not load the sentence encoder {name!r}. Offline, use 'minilm' or a local folder with a "
+                   f"sentence-transformers model. Cause: {str(e).splitlines()[0]}")
+
+def load_sentence_encoder(model:str="minilm", # short name, folder or hub id of a sentence-transformers model
+                          max_length:int=None, # tokens kept per text; `None` keeps the model's own limit
+                         ):
+    "A sentence-transformers encoder on the fastest device (remote code off)."
+    from sentence_transformers import SentenceTransformer
+    location = resolve_model(model).location  # a missing folder fails here, with its own message
+    try: encoder = SentenceTransformer(location, device=str(get_device()), trust_remote_code=False)
+    except OSError as e: raise _encoder_load_error(model, e) from e
+    if max_length: encoder.max_seq_length = max_length
+    return encoder
+
 def embed_texts(texts:list, # the texts to embed
                 model:str="minilm", # short name, folder or hub id of a sentence-transformers model
                 batch_size:int=64, progress:bool=False)->np.ndarray:
     "Unit-length sentence embeddings of `texts`, shape `(len(texts), dim)`."
-    from sentence_transformers import SentenceTransformer
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad: raise ValueError(f"texts must be non-empty strings; positions {bad[:5]} are empty or not strings.")
     if not texts: raise ValueError("texts is empty; pass at least one text.")
-    src = resolve_model(model)
-    encoder = SentenceTransformer(src.location, device=str(get_device()), trust_remote_code=False)
-    return encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+    return load_sentence_encoder(model).encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                           show_progress_bar=progress)
 
 # %% ../nbs/03_data_quality.ipynb #fddc6901
@@ -326,7 +339,7 @@ def tour_data_quality(profile, out_dir:Path, seed:int=0)->dict:
     "This chapter's headline: label issues in the tweets, precision/recall on injected BBC noise, raw vs cleaned training."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from finetune_book.data import load_bbc, load_splits, load_tweets, sample_rows, TWEET_LABELS
+    from finetune_book.data import load_bbc, load_splits, sample_rows, TWEET_LABELS
     size = {"test": 500, "cpu": 2225, "gpu": 2225}.get(profile.name, 2225)
     bbc = sample_rows(load_bbc(), size, seed=seed)
     noisy, flipped = inject_label_noise(bbc.label, 0.10, seed=seed)

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Profile, _package_dir, get_device, get_profile, resolve_model, set_seed
+from .core import Profile, _package_dir, get_profile, resolve_model, set_seed
 from .data import require_columns, validate_table
+from .data_quality import _encoder_load_error, load_sentence_encoder
 from .train import classification_metrics, fine_tune, predict
 
 # %% auto #0
@@ -81,19 +82,10 @@ def sample_k_shot(df:pd.DataFrame, # the table to sample from; left unchanged
     return df.iloc[np.sort(np.concatenate(picks))].copy()
 
 # %% ../nbs/04_sparse_data.ipynb #60cca18b
-def _offline_hint(encoder:str, e:Exception)->OSError:
-    "An error for an encoder that would not load, with the offline fix."
-    return OSError(f"Could not load the sentence encoder {encoder!r}. Offline, use 'minilm' or a local folder with a "
-                   f"sentence-transformers model. Cause: {str(e).splitlines()[0]}")
-
 class EmbeddingCache:
     "Sentence embeddings from one encoder, computed once per distinct text and then looked up."
     def __init__(self, encoder:str="minilm", max_length:int=128, batch_size:int=64):
-        from sentence_transformers import SentenceTransformer
-        location = resolve_model(encoder).location  # a missing folder fails here, with its own message
-        try: self.model = SentenceTransformer(location, device=str(get_device()), trust_remote_code=False)
-        except OSError as e: raise _offline_hint(encoder, e) from e
-        self.model.max_seq_length = max_length
+        self.model = load_sentence_encoder(encoder, max_length)
         self.batch_size, self.vectors = batch_size, {}
 
     def __call__(self, texts:list)->np.ndarray:
@@ -172,7 +164,7 @@ def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_
         try:
             location = resolve_model(encoder).location
             try: model = sf.SetFitModel.from_pretrained(location, labels=list(labels), trust_remote_code=False)
-            except OSError as e: raise _offline_hint(encoder, e) from e
+            except OSError as e: raise _encoder_load_error(encoder, e) from e
             model.model_body.max_seq_length = max_length
             with tempfile.TemporaryDirectory() as out:
                 args = sf.TrainingArguments(output_dir=out, batch_size=batch_size, num_epochs=1, max_steps=max_steps,

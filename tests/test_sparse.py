@@ -87,22 +87,17 @@ def test_learning_curve_with_the_probe_beats_chance(tweet_splits, embed):
     assert curve_summary(curve)["count"].item() == 2
 
 
-def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits):
+def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits, monkeypatch):
     from finetune_book.core import load_classifier
     import finetune_book.sparse as sparse
-    seen = {}
-    real_predict = sparse.predict
+    seen, real_predict = {}, sparse.predict
     def spy(model, tok, texts, **kw):
         seen["model"] = model
         return real_predict(model, tok, texts, **kw)
-    sparse.predict = spy
-    try:
-        method = finetune_method("minilm", epochs=1, max_steps=2, batch_size=4, lr=1e-3, max_length=32,
-                                 peft_config=lora_config())
-        shot = sample_k_shot(tweet_splits["train"], 2, seed=0)
-        pred = method(shot, ["late again", "great crew"], TWEET_LABELS, 0)
-    finally:
-        sparse.predict = real_predict
+    monkeypatch.setattr(sparse, "predict", spy)
+    method = finetune_method("minilm", epochs=1, max_steps=2, batch_size=4, lr=1e-3, max_length=32,
+                             peft_config=lora_config())
+    pred = method(sample_k_shot(tweet_splits["train"], 2, seed=0), ["late again", "great crew"], TWEET_LABELS, 0)
     assert set(pred) <= set(TWEET_LABELS)
     base = load_classifier("minilm", labels=TWEET_LABELS)[0].state_dict()
     tuned = seen["model"].get_base_model().state_dict()
