@@ -123,3 +123,29 @@ def test_tour_sparse_data_entry(tmp_path):
     assert sd["best_method"] in {"SetFit", "frozen probe", "prototypes"}
     assert 0 <= sd["best_wins"] <= sd["seeds"]
     assert 0 <= sd["finetune_accuracy"] <= 1 and (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000
+
+
+def test_tour_compute_entry(tmp_path):
+    r = cli("tour", "--profile", "test", "--chapters", "compute", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = json.loads((tmp_path / "results.json").read_text())["chapters"]["compute"]
+    assert c["params_exact"] and c["memory_configs"] == 3
+    assert c["max_error_pct"] <= 15
+    assert 0 < c["lora_trainable_share"] < 0.1
+    assert c["checkpointing_memory_ratio"] < 1 and c["grouped_speedup"] > 0
+    assert (tmp_path / "compute_levers.png").stat().st_size > 1000
+
+
+def test_memory_json_last_line_is_the_estimate():
+    r = cli("memory", "minilm", "--method", "lora", "--precision", "bf16", "--batch", "4", "--seq", "32", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    parts = ("weights", "gradients", "optimizer_states", "activations", "temporaries")
+    assert res["total"] == sum(res[k] for k in parts)
+    assert res["params"] > res["trainable"] > 0
+    assert res["method"] == "lora" and res["precision"] == "bf16" and res["batch_size"] == 4
+
+
+def test_memory_offline_hub_id_is_one_clear_line():
+    r = cli("memory", "no-such-org/no-such-model")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "short name" in r.stderr

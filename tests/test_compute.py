@@ -1,0 +1,120 @@
+"""The compute chapter's library: the memory estimator against real measurements, the levers' building blocks,
+data parallelism over two processes, launch configs and the GPU job arithmetic."""
+
+import pandas as pd
+import pytest
+import torch
+
+from finetune_book import compute as C
+from finetune_book.core import count_parameters, load_classifier, resolve_model
+
+
+def test_bytes_per_parameter_rule_of_thumb():
+    assert C.bytes_per_parameter("bf16", "adamw")["total"] == 18   # the figure the HF docs quote
+    assert C.bytes_per_parameter("fp32", "adamw")["total"] == 16
+    assert C.bytes_per_parameter("fp32", "sgd-momentum")["total"] == 12
+    with pytest.raises(ValueError, match="precision"): C.bytes_per_parameter("int4")
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "lora"])
+def test_estimated_parameter_counts_are_exact(method):
+    est = C.estimate_training_memory("minilm", method, batch_size=2, seq_len=8, num_labels=3)
+    real = count_parameters(C.prepare_for_training(load_classifier("minilm", labels=["a", "b", "c"])[0], method))
+    assert (est.params, est.trainable) == (real["total"], real["trainable"])
+
+
+@pytest.mark.parametrize("config", [dict(method="full", batch_size=4, seq_len=32),
+                                    dict(method="lora", precision="bf16", batch_size=4, seq_len=32)])
+def test_estimate_within_15_percent_of_measured_peak(config):
+    est, real = C.estimate_training_memory("minilm", **config), C.measure_training_memory("minilm", **config)
+    assert abs(est.above_weights / real.above_weights - 1) <= 0.15, (est.megabytes(), real.megabytes())
+    assert est.weights == real.weights and est.params == real.params
+
+
+def test_estimate_moves_the_way_the_levers_say():
+    base = C.estimate_training_memory("minilm", batch_size=8, seq_len=64)
+    assert C.estimate_training_memory("minilm", batch_size=16, seq_len=64).activations > 1.5 * base.activations
+    big = C.estimate_training_memory("minilm", batch_size=16, seq_len=128)  # large enough for activations to hold the peak
+    assert C.estimate_training_memory("minilm", batch_size=16, seq_len=128, gradient_checkpointing=True).total < 0.7 * big.total
+    assert C.estimate_training_memory("minilm", "full", "bf16", batch_size=16, seq_len=128).total < big.total
+    assert C.estimate_training_memory("minilm", batch_size=8, seq_len=64, optimizer="sgd").optimizer_states == 0
+    assert base.optimizer_states >= 2 * base.weights                  # AdamW: two fp32 states per weight
+    assert C.estimate_training_memory("minilm", "freeze", batch_size=8, seq_len=64).total < base.total
+
+
+def test_estimate_needs_only_a_config_json(tmp_path):
+    src = resolve_model("minilm")
+    (tmp_path / "config.json").write_text((__import__("pathlib").Path(src.location) / "config.json").read_text())
+    est = C.estimate_training_memory(str(tmp_path), batch_size=2, seq_len=16)  # no weights in the folder
+    assert est.params == C.estimate_training_memory("minilm", batch_size=2, seq_len=16).params
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(model="no-such-org/no-such-model"), "short name"),
+    (dict(model="/no/such/folder"), "/no/such/folder"),
+    (dict(model="minilm", method="prefix"), "method"),
+    (dict(model="minilm", precision="int4"), "precision"),
+    (dict(model="minilm", batch_size=0), "batch_size"),
+    (dict(model="minilm", seq_len=2.5), "seq_len"),
+])
+def test_estimator_errors_name_the_problem(kwargs, message):
+    with pytest.raises((ValueError, OSError, FileNotFoundError), match=message):
+        C.estimate_training_memory(**kwargs)
+
+
+def test_freeze_is_refused_for_a_tied_decoder_head():
+    from transformers import LlamaConfig
+    cfg = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    with pytest.raises(ValueError, match="lora"): C.estimate_training_memory(cfg, "freeze", batch_size=1, seq_len=8)
+    assert C.estimate_training_memory(cfg, "lora", batch_size=1, seq_len=8).trainable > 0
+
+
+def test_text_batches_pad_dynamically_and_leave_the_table_alone(minilm_tokenizer, tweets):
+    df = tweets.groupby("label").head(22).head(64)[["text", "label"]]; before = df.copy()
+    labels = ["negative", "neutral", "positive"]
+    fixed = C.text_batches(minilm_tokenizer, df, labels, 16, 64, padding="max_length")
+    dynamic = C.text_batches(minilm_tokenizer, df, labels, 16, 64)
+    pd.testing.assert_frame_equal(df, before)
+    assert all(b["input_ids"].shape[1] == 64 for b in fixed)
+    assert all(b["input_ids"].shape[1] == int(b["attention_mask"].sum(1).max()) for b in dynamic)  # padded to its longest
+    assert sum(b["input_ids"].numel() for b in dynamic) < 0.8 * sum(b["input_ids"].numel() for b in fixed)
+    assert sum(len(b["labels"]) for b in dynamic) == 64
+    with pytest.raises(ValueError, match="text"): C.text_batches(minilm_tokenizer, df.rename(columns={"text": "t"}), labels)
+
+
+def test_two_processes_give_the_weights_of_one():
+    one = C.ddp_train("minilm", n_rows=16, global_batch=8, steps=2)
+    two = C.run_ddp(2, model_name="minilm", n_rows=16, global_batch=8, steps=2)
+    moved = C.max_weight_difference(one, load_classifier("minilm", labels=["negative", "neutral", "positive"])[0].state_dict())
+    assert C.max_weight_difference(one, two) < 1e-5 < moved
+
+
+def test_launch_configs_parse_with_accelerate(tmp_path):
+    from accelerate.commands.config.config_args import ClusterConfig
+    for path in C.write_launch_configs(tmp_path, num_processes=4):
+        cfg = ClusterConfig.from_yaml_file(path)
+        assert cfg.num_processes == 4
+    assert C.launch_config("fsdp")["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "BertLayer"
+
+
+def test_gpu_job_arithmetic():
+    small = C.estimate_training_memory("minilm", "lora", "bf16", 8, 64, target="gpu")
+    t4, a100 = C.gpu_job(small, 10**7, "T4"), C.gpu_job(small, 10**7, "A100", kg_per_kwh=0.4)
+    assert t4["fits"] and a100["hours"] < t4["hours"] and a100["kg_co2"] == pytest.approx(a100["kwh"] * 0.4)
+    assert C.training_flops(small, 10) == 4 * small.params * 10 + 2 * small.trainable * 10
+    with pytest.raises(ValueError, match="gpu"): C.gpu_job(small, 10, "H100")
+
+
+def test_smaller_encoder_and_int8_copy(tmp_path, minilm_tokenizer):
+    folder = C.smaller_encoder("minilm", (0, 2, 4), tmp_path / "small")
+    assert C.model_config(str(folder)).num_hidden_layers == 3
+    with pytest.raises(ValueError, match="keep_layers"): C.smaller_encoder("minilm", (7,), tmp_path / "bad")
+    model = load_classifier("minilm", labels=["a", "b"])[0].eval()
+    q = C.quantize_int8(model)
+    assert C.state_size(q) < 0.8 * C.state_size(model)
+    assert any(p.dtype == torch.float32 for p in model.parameters())  # the original is left as it was
+    from finetune_book.train import predict_proba
+    texts = ["the flight was late again", "thanks for the upgrade"]
+    torch.testing.assert_close(torch.tensor(predict_proba(q, minilm_tokenizer, texts)),
+                               torch.tensor(predict_proba(model, minilm_tokenizer, texts)), atol=0.05, rtol=0)
