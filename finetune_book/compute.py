@@ -26,11 +26,11 @@ from .train import predict_proba
 __all__ = ['COMPUTE_PLANS', 'PRECISIONS', 'METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS', 'ComputePlan', 'compute_plan',
            'bytes_per_parameter', 'model_config', 'model_task', 'prepare_for_training', 'training_step',
            'profile_training_memory', 'plot_memory_timeline', 'MemoryReport', 'estimate_training_memory',
-           'load_for_training', 'measure_training_memory', 'compare_memory', 'llama_1b_config', 'bert_base_config',
-           'text_batches', 'time_training_steps', 'Lever', 'measure_lever', 'compare_levers', 'smaller_encoder',
-           'saved_size', 'track_energy', 'quantize_int8', 'state_size', 'inference_seconds', 'ddp_train', 'run_ddp',
-           'max_weight_difference', 'launch_config', 'write_launch_configs', 'training_flops', 'gpu_job',
-           'tour_compute']
+           'load_for_training', 'measure_training_memory', 'compare_memory', 'activation_formula', 'formula_peak',
+           'llama_1b_config', 'bert_base_config', 'text_batches', 'time_training_steps', 'Lever', 'measure_lever',
+           'compare_levers', 'smaller_encoder', 'saved_size', 'track_energy', 'quantize_int8', 'state_size',
+           'inference_seconds', 'ddp_train', 'run_ddp', 'max_weight_difference', 'launch_config',
+           'write_launch_configs', 'training_flops', 'gpu_job', 'tour_compute']
 
 # %% ../nbs/05_compute.ipynb #8e6d3376
 @dataclass(frozen=True)
@@ -386,9 +386,10 @@ _CONFIG_DEFAULTS = dict(method="full", precision="fp32", batch_size=8, seq_len=1
 def compare_memory(model:str, configs:list, # dicts of `estimate_training_memory` settings, one per row
                   )->pd.DataFrame:
     "Estimate and measure each configuration: MB, and the estimate's error in total and above the weights."
+    target = "gpu" if get_device().type == "cuda" else "cpu"  # measured where the real run trains
     rows = []
     for c in configs:
-        est, real = estimate_training_memory(model, **c), measure_training_memory(model, **c)
+        est, real = estimate_training_memory(model, **c, target=target), measure_training_memory(model, **c)
         rows.append({**{k: c.get(k, d) for k, d in _CONFIG_DEFAULTS.items()}, "trainable": est.trainable,
                      "estimate_mb": est.megabytes()["total"], "measured_mb": real.megabytes()["total"],
                      "error_pct": round(100 * (est.total / real.total - 1), 1),
@@ -396,6 +397,19 @@ def compare_memory(model:str, configs:list, # dicts of `estimate_training_memory
                      "above_weights_error_pct": round(100 * (est.above_weights / real.above_weights - 1), 1),
                      "params_exact": est.params == real.params and est.trainable == real.trainable})
     return pd.DataFrame(rows)
+
+# %% ../nbs/05_compute.ipynb #2bde0022
+def activation_formula(config, batch_size:int, seq_len:int, precision:str="fp32")->int:
+    "Bytes of activations a stack of transformer layers saves (Korthikanti et al. 2022; fp32 terms doubled)."
+    s, b, h, a = seq_len, batch_size, config.hidden_size, config.num_attention_heads
+    per_layer = s * b * h * 34 + 5 * a * s * s * b if precision != "fp32" else s * b * h * 66 + 9 * a * s * s * b
+    return config.num_hidden_layers * per_layer
+
+def formula_peak(config, params:int, precision:str="fp32", optimizer:str="adamw", batch_size:int=8, seq_len:int=128)->int:
+    "A pencil-and-paper peak for full fine-tuning: weights, optimizer states, 16-bit copy, and the formula's activations."
+    rule = bytes_per_parameter(precision, optimizer)
+    return params * (rule["weights"] + rule["optimizer"] + rule["half_copy"]) + activation_formula(config, batch_size, seq_len, precision)
+
 
 # %% ../nbs/05_compute.ipynb #a6b41e78
 def llama_1b_config():
