@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_flatten
 
 from .core import (OFFLINE_MODELS, Profile, _load, count_parameters, get_device, get_profile,
                                 load_causal_lm, load_classifier, resolve_model, set_seed)
-from .data import label_maps, validate_table
+from .data import tokenize_table
 from .train import predict_proba
 
 # %% auto #0
@@ -433,14 +433,12 @@ def text_batches(tokenizer, df:pd.DataFrame, labels:list, batch_size:int=16, max
     from transformers import DataCollatorWithPadding
     from transformers.trainer_pt_utils import LengthGroupedSampler
     _check_choice("padding", padding, ("longest", "max_length"))
-    validate_table(df, text_col, label_col, labels=labels)
-    enc = tokenizer(list(df[text_col]), truncation=True, max_length=max_length)
-    ids = [label_maps(labels)[1][str(y)] for y in df[label_col]]
+    ds = tokenize_table(df, tokenizer, labels, max_length, text_col, label_col)  # validates the table first
     g = torch.Generator().manual_seed(seed)
-    order = (list(LengthGroupedSampler(batch_size, lengths=[len(x) for x in enc["input_ids"]], generator=g))
-             if group_by_length else torch.randperm(len(df), generator=g).tolist())
+    order = (list(LengthGroupedSampler(batch_size, lengths=ds["length"], generator=g))
+             if group_by_length else torch.randperm(len(ds), generator=g).tolist())
     collate = DataCollatorWithPadding(tokenizer, padding=padding, max_length=max_length)
-    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": ids[i]} for i in order]
+    rows = ds.remove_columns("length").select(order).to_list()
     return [collate(rows[i:i + batch_size]) for i in range(0, len(rows) - batch_size + 1, batch_size)]
 
 def time_training_steps(model, optimizer, steps:list, # each step: a list of micro-batches

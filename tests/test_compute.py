@@ -1,6 +1,8 @@
 """The compute chapter's library: the memory estimator against real measurements, the levers' building blocks,
 data parallelism over two processes, launch configs and the GPU job arithmetic."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -44,7 +46,7 @@ def test_estimate_moves_the_way_the_levers_say():
 
 def test_estimate_needs_only_a_config_json(tmp_path):
     src = resolve_model("minilm")
-    (tmp_path / "config.json").write_text((__import__("pathlib").Path(src.location) / "config.json").read_text())
+    (tmp_path / "config.json").write_text((Path(src.location) / "config.json").read_text())
     est = C.estimate_training_memory(str(tmp_path), batch_size=2, seq_len=16)  # no weights in the folder
     assert est.params == C.estimate_training_memory("minilm", batch_size=2, seq_len=16).params
 
