@@ -21,6 +21,7 @@ TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their 
     "data_quality": "finetune_book.data_quality:tour_data_quality",
     "sparse_data": "finetune_book.sparse:tour_sparse_data",
     "compute": "finetune_book.compute:tour_compute",
+    "explainability": "finetune_book.explain:tour_explainability",
 }
 
 def _tour_function(key:str):

@@ -136,6 +136,17 @@ def test_tour_compute_entry(tmp_path):
     assert (tmp_path / "compute_levers.png").stat().st_size > 1000
 
 
+
+def test_tour_explainability_entry(tmp_path):
+    r = cli("tour", "--profile", "test", "--chapters", "explainability", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    e = json.loads((tmp_path / "results.json").read_text())["chapters"]["explainability"]
+    methods = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
+    assert e["texts"] == 12 and all(f"comprehensiveness_{m}" in e and f"sufficiency_{m}" in e for m in methods)
+    assert e["ig_vs_random"] == pytest.approx(e["comprehensiveness_integrated_gradients"] / e["comprehensiveness_random"], rel=1e-2)
+    assert "| explainability | comprehensiveness_random |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "explainability_aopc.png").stat().st_size > 1000
+
 def test_memory_json_last_line_is_the_estimate():
     r = cli("memory", "minilm", "--method", "lora", "--precision", "bf16", "--batch", "4", "--seq", "32", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
