@@ -22,6 +22,7 @@ TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their 
     "sparse_data": "finetune_book.sparse:tour_sparse_data",
     "compute": "finetune_book.compute:tour_compute",
     "explainability": "finetune_book.explain:tour_explainability",
+    "fairness": "finetune_book.fairness:tour_fairness",
 }
 
 def _tour_function(key:str):

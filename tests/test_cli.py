@@ -147,6 +147,15 @@ def test_tour_explainability_entry(tmp_path):
     assert "| explainability | comprehensiveness_random |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "explainability_aopc.png").stat().st_size > 1000
 
+
+def test_tour_fairness_entry(tmp_path):
+    r = cli("tour", "--profile", "test", "--chapters", "fairness", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    f = json.loads((tmp_path / "results.json").read_text())["chapters"]["fairness"]
+    assert f["seeds"] == 2 and f["probes"] > 0
+    assert 0 <= f["gap_cda"] <= 1 and 0 <= f["gap_untreated"] <= 1 and 0 <= f["accuracy_cda"] <= 1
+    assert f["gap_cut"] <= 1 and (tmp_path / "fairness_gap.png").stat().st_size > 1000
+
 def test_memory_json_last_line_is_the_estimate():
     r = cli("memory", "minilm", "--method", "lora", "--precision", "bf16", "--batch", "4", "--seq", "32", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
