@@ -137,7 +137,8 @@ def _swap_map(pairs:list)->dict:
 
 _OBJECT_NEXT = {"", "and", "or", "but", "to", "that", "the", "a", "an", "for", "in", "on", "at", "with", "about", "from",
                 "by", "of", "up", "out", "off", "down", "back", "again", "too", "so", "because", "if", "when", "as",
-                "is", "was", "yesterday", "today", "tomorrow", "now", "then", "this", "feel", "know", "go", "be"}
+                "is", "was", "yesterday", "today", "tomorrow", "now", "then", "this", "feel", "know", "go", "be",
+                "her", "his", "him", "my", "your", "our", "their", "me", "us", "them"}  # "told her her bag": the first is an object
 
 def _match_case(word:str, like:str)->str:
     if like.isupper() and len(like) > 1: return word.upper()
@@ -150,23 +151,31 @@ def counterfactual_augment(texts:list, # sentences; left unchanged
                            names:dict=None, # extra word -> counterpart swaps (e.g. first names), applied both ways
                           )->list:
     "Each text with every gendered word swapped for its counterpart: whole words, case kept, her -> his/him by context."
-    if isinstance(texts, str): raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad: raise ValueError(f"texts must be strings; positions {bad[:5]} are not (NaN? drop or fill them first).")
+    texts = _check_texts(texts)
     swaps = _swap_map(list(pairs) + list((names or {}).items()))
-    swaps.pop("her", None); swaps.pop("his", None); swaps.pop("him", None)
-    words = sorted(set(swaps) | {"her", "his", "him"}, key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b(?:(\W*)(\w*))?", re.I)
+    for w in ("her", "his", "him"): swaps.pop(w, None)  # decided below, by context
+    # the lookahead reads the next word without consuming it, so that word is still matched itself
+    pattern = re.compile(_whole_words(set(swaps) | {"her", "his", "him"}).pattern + r"(?=(\W*)(\w*))", re.I)
     def swap(m):
-        word, gap, nxt = m.group(1), m.group(2) or "", m.group(3) or ""
+        word, gap, nxt = m.group(1), m.group(2), m.group(3)
         low = word.lower()
         if low == "her": new = "him" if (nxt.lower() in _OBJECT_NEXT or gap.strip()) else "his"
         elif low in ("his", "him"): new = "her"
         else: new = swaps[low]
-        rest = pattern.sub(swap, nxt) if nxt else ""
-        return _match_case(new, word) + gap + rest
+        return _match_case(new, word)
     return [pattern.sub(swap, t) for t in texts]
+
+def _check_texts(texts)->list:
+    "`texts` as a list, or a clear error for one string or for non-strings (NaN)."
+    if isinstance(texts, str): raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad: raise ValueError(f"texts must be strings; positions {bad[:5]} are not (NaN? drop or fill them first).")
+    return texts
+
+def _whole_words(words)->re.Pattern:
+    "A case-insensitive pattern matching any of `words` as a whole word (longest first), captured as group 1."
+    return re.compile(r"\b(" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b", re.I)
 
 # %% ../nbs/07_fairness.ipynb #001afd68
 def counterfactual_pairs(probes:pd.DataFrame, attribute:str="gender", groups:tuple=("female", "male"))->pd.DataFrame:
@@ -257,10 +266,8 @@ def counterfactual_table(df:pd.DataFrame, text_col:str="text", **swap_kwargs)->p
 
 def mask_identity_words(texts:list, mask:str="[MASK]", pairs:list=GENDER_PAIRS)->list:
     "Each text with every gendered word (and her/his/him) replaced by `mask`; whole words only."
-    if isinstance(texts, str): raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
-    words = sorted({w for p in pairs for w in p} | {"her", "his", "him"}, key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.I)
-    return [pattern.sub(mask, t) for t in texts]
+    pattern = _whole_words({w for p in pairs for w in p} | {"her", "his", "him"})
+    return [pattern.sub(mask, t) for t in _check_texts(texts)]
 
 # %% ../nbs/07_fairness.ipynb #e792d081
 def mitigation_run(variant:str, # `untreated`, `cda` or `mask`

@@ -53,6 +53,7 @@ def test_probe_set_extends_with_new_people():
     ("MY WIFE and I", "MY HUSBAND and I"),
     ("the hero's heritage", "the hero's heritage"),                        # whole words only
     ("@united my mom's flight", "@united my dad's flight"),
+    ("I told her her bag was late", "I told him his bag was late"),         # two her's in a row
 ])
 def test_counterfactual_augment_swaps(text, swapped):
     assert counterfactual_augment([text]) == [swapped]
@@ -66,6 +67,8 @@ def test_counterfactual_augment_leaves_input_and_checks_it():
         counterfactual_augment("She")
     with pytest.raises(ValueError, match="NaN"):
         counterfactual_augment(["fine", None])
+    with pytest.raises(ValueError, match="NaN"):
+        mask_identity_words(["fine", float("nan")])
 
 
 def test_every_noun_probe_swaps_into_its_counterpart(probes):
