@@ -23,6 +23,7 @@ TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their 
     "compute": "finetune_book.compute:tour_compute",
     "explainability": "finetune_book.explain:tour_explainability",
     "fairness": "finetune_book.fairness:tour_fairness",
+    "llm": "finetune_book.llm:tour_llm",
 }
 
 def _tour_function(key:str):

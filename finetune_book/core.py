@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #037cef4f
 from __future__ import annotations
-import hashlib, importlib.util, os, platform, random, shutil, tempfile
+import copy, hashlib, importlib.util, os, platform, random, shutil, tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -245,7 +245,9 @@ def _convert_gguf(src:ModelSource, dest:Path):
     "De-quantize the GGUF model of `src` and save it, with its tokenizer, as a safetensors folder `dest`."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf = _load(AutoModelForCausalLM, src, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(gguf.config, dtype=torch.float32)
+    config = copy.deepcopy(gguf.config)
+    del config.quantization_config  # the weights are plain float32 now; a model marked quantized is refused by trainers
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf.state_dict(), strict=True)
     model.generation_config = gguf.generation_config
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + ".tmp"))
@@ -256,13 +258,15 @@ def _convert_gguf(src:ModelSource, dest:Path):
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
 
+_CACHE_FORMAT = 2  # bump when the converted folder's contents change, so old caches are rebuilt
+
 def causal_lm_dir(name:str="smollm2-135m", # short name of a packaged GGUF model
                  )->Path:
     "A safetensors folder for the packaged decoder `name`, converted from its GGUF file on first use."
     src = resolve_model(name)
     if not src.gguf_file: return Path(src.location)
     gguf_path = Path(src.location)/src.gguf_file
-    dest = cache_dir()/f"{name}-{_file_digest(gguf_path)}"
+    dest = cache_dir()/f"{name}-{_file_digest(gguf_path)}-f{_CACHE_FORMAT}"
     if not (dest/"model.safetensors").exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         _convert_gguf(src, dest)

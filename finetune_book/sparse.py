@@ -13,12 +13,12 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .core import Profile, _package_dir, get_profile, resolve_model, set_seed
 from .data import require_columns, validate_table
 from .data_quality import _encoder_load_error, load_sentence_encoder
 from .train import classification_metrics, fine_tune, predict
+from .llm import generate
 
 # %% auto #0
 __all__ = ['SPARSE_PLANS', 'STOPWORDS', 'FULL_LR', 'LORA_LR', 'PARAPHRASE_REQUEST', 'SparsePlan', 'sparse_plan', 'sample_k_shot',
@@ -397,18 +397,9 @@ def paraphrase(texts:list, # texts to rewrite
     texts = list(texts)
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise ValueError("texts must be a non-empty list of non-empty strings.")
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": request.format(text=t)}], tokenize=False,
-                                             add_generation_prompt=True) for t in texts for _ in range(n)]
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues from the right end
-    set_seed(seed); model.eval(); out = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i+batch_size], return_tensors="pt", padding=True).to(model.device)
-            with torch.no_grad():
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                     top_p=0.9, pad_token_id=tokenizer.pad_token_id)
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally: tokenizer.padding_side = side
+    requests = [request.format(text=t) for t in texts for _ in range(n)]
+    out = generate(model, tokenizer, requests, max_new_tokens, do_sample=True, temperature=temperature, top_p=0.9,
+                   seed=seed, batch_size=batch_size)  # the LLM chapter's `generate`: chat template, left padding
     return pd.DataFrame({"text": [t for t in texts for _ in range(n)], "paraphrase": [_first_line(o) for o in out]})
 
 # %% ../nbs/04_sparse_data.ipynb #79a747c4

@@ -169,3 +169,16 @@ def test_memory_json_last_line_is_the_estimate():
 def test_memory_offline_hub_id_is_one_clear_line():
     r = cli("memory", "no-such-org/no-such-model")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "short name" in r.stderr
+
+
+def test_tour_llm_entry(tmp_path):
+    from finetune_book.llm import LLM_PLANS
+    r = cli("tour", "--profile", "test", "--chapters", "llm", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    llm = json.loads((tmp_path / "results.json").read_text())["chapters"]["llm"]
+    plan = LLM_PLANS["test"]
+    assert llm["steps"] == plan.steps and llm["test_prompts"] == plan.n_test
+    for k in ("zero_shot_accuracy", "tuned_accuracy", "zero_shot_format", "tuned_format"):
+        assert 0 <= llm[k] <= 1, k
+    assert 1 < llm["adapter_mb"] < 5                   # rank-8 attention adapters: a few MB, not the 540 MB model
+    assert (tmp_path / "llm_loss.png").stat().st_size > 1000

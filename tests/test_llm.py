@@ -1,0 +1,105 @@
+"""The LLM chapter's helpers: instruction sets, chat formatting, the loss mask, scoring, noisy answers, generation."""
+import pandas as pd
+import pytest
+
+from finetune_book.data import BBC_LABELS, TWEET_LABELS
+from finetune_book.llm import (GENERAL_QUESTIONS, TOPIC_REQUEST, chat_messages, corrupt_responses, format_prompt,
+                               generate, load_causal_lm, lora_config, lora_parameter_count, loss_mask, make_instructions,
+                               parse_label, pick_shots, response_nll, score_answers)
+
+
+@pytest.fixture(scope="module")
+def chat_model():
+    return load_causal_lm("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def instructions(tweets):
+    return make_instructions(tweets.head(30))
+
+
+def test_make_instructions_fills_the_request_and_keeps_the_caller_table(tweets):
+    rows = tweets.head(5)
+    before = rows.copy()
+    out = make_instructions(rows)
+    pd.testing.assert_frame_equal(rows, before)
+    assert list(out.columns) == ["prompt", "response"] and list(out.index) == list(rows.index)
+    assert all(t in p for t, p in zip(rows.text, out.prompt)) and list(out.response) == list(rows.label)
+
+
+def test_make_instructions_rejects_bad_rows(tweets):
+    rows = tweets.head(4).copy()
+    rows.loc[rows.index[1], "text"] = "   "
+    with pytest.raises(ValueError, match=r"positions \[1\]"):
+        make_instructions(rows)
+    with pytest.raises(ValueError, match="outside"):
+        make_instructions(tweets.head(4), labels=("a", "b"))
+
+
+def test_make_instructions_cuts_long_texts_for_the_topic_task():
+    df = pd.DataFrame({"text": ["word " * 400], "label": ["tech"]})
+    out = make_instructions(df, TOPIC_REQUEST, BBC_LABELS, max_chars=100)
+    article = out.prompt.iloc[0].split("Article: ")[1]
+    assert len(article) <= 104 and article.endswith("...")
+
+
+def test_loss_mask_covers_exactly_the_answer_and_end_token(chat_model, instructions):
+    _, tok = chat_model
+    m = loss_mask(tok, instructions.prompt.iloc[0], instructions.response.iloc[0])
+    counted = m[m.in_loss]
+    assert counted.index.min() == len(m) - len(counted)        # one block at the end
+    assert tok.decode(counted.id.tolist()).startswith(instructions.response.iloc[0] + "<|im_end|>")
+    assert not m.in_loss.iloc[:-len(counted)].any()
+
+
+def test_chat_messages_puts_shots_before_the_request(instructions):
+    shots = pick_shots(instructions, per_label=1, seed=1)
+    msgs = chat_messages("q", shots=shots, system="s")
+    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(shots) + ["user"]
+    assert msgs[-1]["content"] == "q" and sorted(shots.response) == sorted(set(instructions.response))
+
+
+def test_parse_and_score():
+    assert parse_label("NEUTRAL.") == "neutral" and parse_label("It is neutral") is None
+    assert parse_label("sport", BBC_LABELS) == "sport"
+    s = score_answers(["negative", "Positive!", "meh"], ["negative", "negative", "neutral"])
+    assert s == {"accuracy": 1 / 3, "format": 2 / 3, "n": 3}
+
+
+def test_corrupt_responses_changes_exactly_the_marked_share(instructions):
+    noisy = corrupt_responses(instructions, 0.5, seed=2)
+    assert noisy.corrupted.sum() == 15
+    assert ((noisy.response != instructions.response) == noisy.corrupted).all()
+    assert set(noisy.response) <= set(TWEET_LABELS) and "corrupted" not in instructions
+
+
+def test_generate_is_greedy_and_batch_independent(chat_model):
+    model, tok = chat_model
+    prompts = ["What is the capital of France?", "Name a fruit that is yellow."]
+    together = generate(model, tok, prompts, max_new_tokens=6, batch_size=2)
+    alone = [generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
+    assert together == alone                                # left padding does not change the answers
+    assert "paris" in together[0].lower()
+    assert tok.padding_side == "right"
+
+
+def test_response_nll_prefers_the_right_answer(chat_model):
+    model, tok = chat_model
+    q = GENERAL_QUESTIONS.prompt.iloc[0]
+    nll = response_nll(model, tok, [q, q], ["The capital of France is Paris.", "The capital of France is Rome."])
+    assert nll[0] < nll[1]
+
+
+def test_lora_parameter_count_matches_the_formula(chat_model):
+    model, _ = chat_model
+    c = model.config
+    kv = c.num_key_value_heads * c.head_dim
+    per_layer = 2 * (c.hidden_size + c.hidden_size) + (c.hidden_size + kv)  # q and o square, v narrower
+    assert lora_parameter_count(model, 2, ("q_proj", "v_proj", "o_proj")) == 2 * per_layer * c.num_hidden_layers
+    with pytest.raises(ValueError, match="r must be"):
+        lora_config(0)
+
+
+def test_format_prompt_ends_at_the_assistant_tag(chat_model):
+    _, tok = chat_model
+    assert format_prompt(tok, "hi").endswith("<|im_start|>assistant\n")
