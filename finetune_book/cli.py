@@ -13,7 +13,7 @@ from .core import PROFILES, get_profile, machine_info, set_seed
 
 # %% auto #0
 __all__ = ['TOUR_CHAPTERS', 'summary_table', 'write_report', 'run_tour', 'run_bench', 'read_table', 'run_audit', 'run_memory',
-           'main']
+           'run_build', 'main']
 
 # %% ../nbs/10_cli.ipynb #43e9f319
 TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their entries here
@@ -138,6 +138,19 @@ def _print_memory(res:dict):
     for k in ("weights", "gradients", "optimizer_states", "activations", "temporaries", "total"):
         print(f"{k:>17} {res[k] / 2**20:10.1f} MB")
 
+# %% ../nbs/10_cli.ipynb #runbuild
+def run_build(notebooks:list=None, # notebook files; `None` or empty: every notebook in `nbs_dir`
+              profile:str="cpu", nbs_dir:str="nbs", timeout:int=1800,
+              check:bool=False, # only report the stamps; execute nothing
+             )->list:
+    "Execute and stamp `notebooks` (or check their stamps); return the stamp checks, in order."
+    from finetune_book.provenance import build, check_notebook
+    paths = [Path(n) for n in notebooks] if notebooks else sorted(Path(nbs_dir).glob("*.ipynb"))
+    if not paths: raise FileNotFoundError(f"No notebooks in {nbs_dir}/; run from the repository root or pass --nbs.")
+    if timeout < 1: raise ValueError(f"--timeout must be at least 1 second, got {timeout}.")
+    if not check: build(paths, profile, timeout=timeout)
+    return [check_notebook(p) for p in paths]
+
 # %% ../nbs/10_cli.ipynb #1d962d37
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -174,6 +187,12 @@ def _parser()->argparse.ArgumentParser:
     m.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     m.add_argument("--target", choices=["cpu", "gpu"], default="cpu", help="whose attention kernels to assume")
     m.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    c = sub.add_parser("build", help="execute notebooks under a profile and stamp their provenance (authors)")
+    c.add_argument("notebooks", nargs="*", help="notebook files (default: every notebook in --nbs)")
+    c.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="run profile (default: cpu)")
+    c.add_argument("--nbs", default="nbs", help="the notebooks' folder (default: nbs)")
+    c.add_argument("--timeout", type=int, default=1800, help="seconds any one cell may take (default 1800)")
+    c.add_argument("--check", action="store_true", help="execute nothing; report stamps, exit 1 if one is stale")
     return p
 
 # %% ../nbs/10_cli.ipynb #d2ec6e7b
@@ -207,7 +226,12 @@ def main(argv:list=None)->int:
                              args.checkpointing, args.target)
             _print_memory(res)
             if args.json: print(json.dumps(res))
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError) as e:
+        elif args.command == "build":
+            from finetune_book.provenance import stamp_table
+            checks = run_build(args.notebooks, args.profile, args.nbs, args.timeout, args.check)
+            print(stamp_table(checks))
+            if any(c.status == "stale" for c in checks): return 1
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError, RuntimeError) as e:
         print(f"finetune-book: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
     return 0

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'get_device', 'set_seed',
-           'machine_info', 'OfflineModel', 'OfflinePackMissing', 'offline_model_dir', 'ModelSource', 'resolve_model',
-           'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir', 'load_causal_lm']
+__all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'get_device', 'set_seed', 'cpu_model',
+           'machine_info', 'machine_line', 'OfflineModel', 'OfflinePackMissing', 'offline_model_dir', 'ModelSource',
+           'resolve_model', 'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir',
+           'load_causal_lm']
 
 # %% ../nbs/00_core.ipynb #7f111ae5
 @dataclass(frozen=True)
@@ -100,13 +101,36 @@ def set_seed(seed:int, # any integer >= 0
     return seed
 
 # %% ../nbs/00_core.ipynb #e724867d
+def cpu_model()->str:
+    "The CPU's model name as the operating system reports it."
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
 def machine_info()->dict:
-    "The hardware and library versions a measurement depends on."
+    "The hardware and library versions a measurement depends on, including the CPU's vector and bf16 support."
     import transformers
-    info = dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
-                cpu_cores=os.cpu_count(), torch_threads=torch.get_num_threads(), device=str(get_device()))
-    if torch.cuda.is_available(): info["gpu"] = torch.cuda.get_device_name(0)
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    info = dict(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                cpu_bf16=bool(caps.get("avx512_bf16") or caps.get("amx_bf16")), cpu_amx=bool(caps.get("amx_tile")),
+                cpu_cores=os.cpu_count(), torch_threads=torch.get_num_threads(), device=str(get_device()),
+                python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__)
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_capability"] = "%d.%d" % torch.cuda.get_device_capability(0)
     return info
+
+# %% ../nbs/00_core.ipynb #machline
+def machine_line(info:dict=None, # from `machine_info()`; `None` asks this machine
+                )->str:
+    "One line naming the machine a page was measured on: CPU, its capability and bf16 support, cores, GPU, versions."
+    i = machine_info() if info is None else info
+    cpu = f"{i['cpu']} ({i['cpu_capability']}, bf16 {'native' if i['cpu_bf16'] else 'emulated'}" + (", AMX" if i["cpu_amx"] else "") + ")"
+    gpu = f"{i['gpu']} (compute capability {i['gpu_capability']})" if i.get("gpu") else "no GPU"
+    return (f"{cpu}, {i['cpu_cores']} cores, {i['torch_threads']} torch threads; {gpu}; "
+            f"torch {i['torch']}, transformers {i['transformers']}, Python {i['python']}")
 
 # %% ../nbs/00_core.ipynb #80d8a63d
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Docs: https://finetune-book.github.io/finetune-book/data.html.md"""
 # %% ../nbs/01_data.ipynb #96c3c4db
 from __future__ import annotations
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from .core import Profile, _package_dir, get_profile
 # %% auto #0
 __all__ = ['TWEET_LABELS', 'TOPIC_PATTERNS', 'BBC_LABELS', 'CORPORA', 'tweet_topic', 'load_tweets', 'load_bbc', 'require_columns',
            'validate_table', 'example_table_path', 'split_data', 'sample_rows', 'load_splits', 'label_maps',
-           'tokenize_table', 'padding_share']
+           'tokenize_table', 'padding_share', 'majority_share', 'PairedComparison', 'compare_paired', 'holm',
+           'compare_methods']
 
 # %% ../nbs/01_data.ipynb #6c06feba
 TWEET_LABELS = ("negative", "neutral", "positive")
@@ -201,3 +203,109 @@ def padding_share(lengths, # token count of each example
     batches = [lengths[order[i:i+batch_size]] for i in range(0, len(lengths), batch_size)]
     computed = sum(len(b) * b.max() for b in batches)
     return float(1 - lengths.sum() / computed)
+
+# %% ../nbs/01_data.ipynb #79366d91
+def majority_share(labels, # class labels of the evaluation rows
+                  )->float:
+    "The accuracy of always predicting the most common class: the floor any classifier must beat."
+    s = pd.Series(labels)
+    if s.empty: raise ValueError("majority_share needs at least one label.")
+    return float(s.value_counts(normalize=True).iloc[0])
+
+
+# %% ../nbs/01_data.ipynb #9a23ee35
+@dataclass(frozen=True)
+class PairedComparison:
+    "Two methods scored on the same seeds (or the same test texts): the mean difference, its interval and a verdict."
+    a:str            # name of the first method
+    b:str            # name of the second method
+    n:int            # number of pairs
+    diff:float       # mean of a - b over the pairs
+    low:float        # lower end of the confidence interval of `diff`
+    high:float       # upper end
+    level:float      # confidence level, e.g. 0.95
+    method:str       # `t` (t interval, n - 1 degrees of freedom) or `bootstrap` (paired percentile bootstrap)
+    p_value:float    # two-sided p-value for "no difference"
+    a_wins:int       # pairs where a scored higher
+    b_wins:int       # pairs where b scored higher
+    ties:int         # pairs with equal scores
+    verdict:str      # "<a> ahead", "tie" or "<b> ahead"
+
+    def __str__(self):
+        how = f"t, {self.n - 1} df" if self.method == "t" else "paired bootstrap"
+        return (f"{self.verdict}: {self.a} - {self.b} = {self.diff:+.4f} ({self.level:.0%} CI {self.low:+.4f} to "
+                f"{self.high:+.4f}, {how}; p = {self.p_value:.3g}; {self.a} higher in {self.a_wins} of {self.n}, "
+                f"{self.b} in {self.b_wins})")
+
+
+# %% ../nbs/01_data.ipynb #7e3b030d
+def _paired_differences(a, b)->np.ndarray:
+    "`a - b` as floats, refusing inputs that cannot be paired."
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series) and not a.index.equals(b.index):
+        raise ValueError("a and b are Series with different indexes; pair them by the same seeds or texts first.")
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if len(a) != len(b): raise ValueError(f"a and b must be paired: got {len(a)} and {len(b)} scores.")
+    if len(a) < 2: raise ValueError(f"A paired comparison needs at least 2 pairs, got {len(a)}.")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()): raise ValueError("a and b must be finite numbers (no NaN).")
+    return a - b
+
+def compare_paired(a, # scores of method A, one per seed or per test text
+                   b, # scores of method B on the same seeds or texts, in the same order
+                   names:tuple=("A", "B"), # what to call A and B in the verdict
+                   level:float=0.95, # confidence level of the interval
+                   method:str="t", # `t` for a few seeds, `bootstrap` for many test texts (e.g. 0/1 correctness)
+                   n_boot:int=10_000, # bootstrap resamples
+                   seed:int=0, # bootstrap seed
+                  )->PairedComparison:
+    "Compare A with B on paired scores: mean difference, a confidence interval, a sign count and a verdict."
+    from scipy import stats
+    if not 0 < level < 1: raise ValueError(f"level must be between 0 and 1, got {level}.")
+    if method not in ("t", "bootstrap"): raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}.")
+    d = _paired_differences(a, b)
+    n, mean = len(d), float(d.mean())
+    if method == "t":
+        se = float(d.std(ddof=1)) / np.sqrt(n)
+        half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se
+        low, high = mean - half, mean + half
+        p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else float(mean == 0)
+    else:
+        means = d[np.random.default_rng(seed).integers(0, n, (n_boot, n))].mean(axis=1)
+        low, high = (float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+        p = min(1.0, 2 * (min((means <= 0).sum(), (means >= 0).sum()) + 1) / (n_boot + 1))
+    verdict = f"{names[0]} ahead" if low > 0 else f"{names[1]} ahead" if high < 0 else "tie"
+    return PairedComparison(names[0], names[1], n, mean, low, high, level, method, p,
+                            int((d > 0).sum()), int((d < 0).sum()), int((d == 0).sum()), verdict)
+
+
+# %% ../nbs/01_data.ipynb #8654c228
+def holm(p_values, # p-values of the comparisons made together
+        )->np.ndarray:
+    "Holm's step-down adjustment: adjusted p-values that keep the chance of any false 'ahead' below alpha."
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+# %% ../nbs/01_data.ipynb #c697470e
+def compare_methods(scores:pd.DataFrame, # one column per method, one row per seed (or test text)
+                    baseline:str=None, # compare every method with this column; `None` compares all pairs
+                    level:float=0.95, method:str="t", seed:int=0,
+                   )->pd.DataFrame:
+    "Paired comparisons of several methods at once; verdicts use Holm-adjusted p-values, since many are made."
+    require_columns(scores, *([baseline] if baseline else []))
+    cols = list(scores.columns)
+    pairs = [(m, baseline) for m in cols if m != baseline] if baseline else \
+            [(x, y) for i, x in enumerate(cols) for y in cols[i + 1:]]
+    if not pairs: raise ValueError("compare_methods needs at least two method columns.")
+    rows = [compare_paired(scores[x], scores[y], (x, y), level, method, seed=seed) for x, y in pairs]
+    table = pd.DataFrame([dict(a=r.a, b=r.b, diff=r.diff, low=r.low, high=r.high, p=r.p_value,
+                               wins=f"{r.a_wins}-{r.b_wins}") for r in rows])
+    table["p_holm"] = holm(table.p)
+    alpha = 1 - level
+    table["verdict"] = [f"{r.a} ahead" if ph < alpha and r.diff > 0 else f"{r.b} ahead" if ph < alpha and r.diff < 0
+                        else "tie" for r, ph in zip(rows, table.p_holm)]
+    return table
+

@@ -6,6 +6,11 @@ import sys
 import pytest
 
 
+def on_grid(value, n):
+    "Is `value` a share of `n` items (k / n)? A metric scored on other rows than promised is, almost never."
+    return abs(value * n - round(value * n)) < 1e-6
+
+
 def cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "finetune_book.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -33,8 +38,9 @@ def test_tour_writes_results_report_and_plots(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["profile"] == "test"
     ft = results["chapters"]["finetune"]
-    assert 0 <= ft["macro_f1"] <= 1 and 0 <= ft["baseline_macro_f1"] <= 1
-    assert ft["train_rows"] == 320
+    assert ft["train_rows"] == 320 and ft["test_rows"] == 200 and ft["seeds"] == 2
+    assert on_grid(ft["accuracy"], 2 * 200) and on_grid(ft["baseline_accuracy"], 200)  # seeds' mean on the test rows
+    assert ft["plots"] == ["finetune_history.png", "finetune_confusion.png"]
     for plot in ft["plots"]:
         assert (tmp_path / plot).stat().st_size > 1000
     assert "| finetune | macro_f1 |" in (tmp_path / "report.md").read_text()
@@ -45,10 +51,9 @@ def test_bench_json_is_the_last_line():
     r = cli("bench", "--profile", "test", "--rows", "32", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("seed_samples_per_second", "book_samples_per_second", "seed_accuracy", "book_accuracy", "speedup"):
-        assert key in res
-    assert res["rows"] == 32
-    assert res["speedup"] == pytest.approx(res["book_samples_per_second"] / res["seed_samples_per_second"])
+    assert res["rows"] == 32 and res["epochs"] == 1 and res["model"] == "minilm" and res["profile"] == "test"
+    for r in ("seed", "book"):
+        assert on_grid(res[f"{r}_accuracy"], 200), r     # scored on the profile's 200 test rows, not the 32 trained on
 
 
 @pytest.fixture
@@ -102,7 +107,11 @@ def test_audit_latin1_file_and_json_output(tmp_path):
         assert set(issue) == {"row", "label", "suggested", "score"}
         assert table.rating.iloc[issue["row"]] == issue["label"]      # row is the 0-based data row of the file
     flagged = pd.read_csv(out / "flagged.csv")
-    assert {"row", "issue", "text", "label"} <= set(flagged.columns)
+    s = res["summary"]
+    assert len(res["label_issues"]) == s["label_issues"]
+    assert len(flagged) == sum(s[k] for k in ("label_issues", "label_conflicts", "duplicate_copies", "junk",
+                                              "near_duplicates", "outliers"))  # every flagged row, once per problem
+    assert (flagged.text.to_numpy() == table.review.to_numpy()[flagged.row.to_numpy()]).all()  # row = the file's row
     assert (out / "report.md").exists() and (out / "profile.png").stat().st_size > 1000
 
 
@@ -111,7 +120,9 @@ def test_tour_data_quality_entry(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     dq = json.loads((tmp_path / "results.json").read_text())["chapters"]["data_quality"]
     assert dq["bbc_precision"] >= 0.7 and dq["bbc_recall"] >= 0.7
-    assert 0 <= dq["accuracy_raw"] <= 1 and 0 <= dq["accuracy_cleaned"] <= 1
+    assert dq["train_rows"] == 320
+    assert dq["label_issues"] <= dq["removed_by_cleaning"] < dq["train_rows"]   # every label issue is removed
+    assert on_grid(dq["accuracy_raw"], 2 * 200) and on_grid(dq["accuracy_cleaned"], 2 * 200)
     assert dq["label_issues"] > 0 and (tmp_path / "data_quality_clean.png").exists()
 
 
@@ -120,9 +131,10 @@ def test_tour_sparse_data_entry(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     sd = json.loads((tmp_path / "results.json").read_text())["chapters"]["sparse_data"]
     assert sd["k"] == 2 and sd["seeds"] == 2
-    assert sd["best_method"] in {"SetFit", "frozen probe", "prototypes"}
-    assert 0 <= sd["best_wins"] <= sd["seeds"]
-    assert 0 <= sd["finetune_accuracy"] <= 1 and (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000
+    from finetune_book.sparse import sparse_plan
+    assert sd["test_rows"] == sparse_plan("test").n_test
+    assert on_grid(sd["finetune_accuracy"], 2 * sd["test_rows"]) and on_grid(sd["best_accuracy"], 2 * sd["test_rows"])
+    assert (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000
 
 
 def test_tour_compute_entry(tmp_path):
@@ -132,7 +144,7 @@ def test_tour_compute_entry(tmp_path):
     assert c["params_exact"] and c["memory_configs"] == 3
     assert c["max_error_pct"] <= 15
     assert 0 < c["lora_trainable_share"] < 0.1
-    assert c["checkpointing_memory_ratio"] < 1 and c["grouped_speedup"] > 0
+    assert c["checkpointing_memory_ratio"] < 1 and c["lora_memory_ratio"] < 0.9  # LoRA drops grads and AdamW states
     assert (tmp_path / "compute_levers.png").stat().st_size > 1000
 
 
@@ -143,7 +155,7 @@ def test_tour_explainability_entry(tmp_path):
     e = json.loads((tmp_path / "results.json").read_text())["chapters"]["explainability"]
     methods = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
     assert e["texts"] == 12 and all(f"comprehensiveness_{m}" in e and f"sufficiency_{m}" in e for m in methods)
-    assert e["ig_vs_random"] == pytest.approx(e["comprehensiveness_integrated_gradients"] / e["comprehensiveness_random"], rel=1e-2)
+    assert e["comprehensiveness_leave_one_out"] > e["comprehensiveness_random"]  # the best one-token eraser beats random
     assert "| explainability | comprehensiveness_random |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "explainability_aopc.png").stat().st_size > 1000
 
@@ -152,17 +164,21 @@ def test_tour_fairness_entry(tmp_path):
     r = cli("tour", "--profile", "test", "--chapters", "fairness", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
     f = json.loads((tmp_path / "results.json").read_text())["chapters"]["fairness"]
-    assert f["seeds"] == 2 and f["probes"] > 0
-    assert 0 <= f["gap_cda"] <= 1 and 0 <= f["gap_untreated"] <= 1 and 0 <= f["accuracy_cda"] <= 1
-    assert f["gap_cut"] <= 1 and (tmp_path / "fairness_gap.png").stat().st_size > 1000
+    from finetune_book.fairness import fairness_plan
+    plan = fairness_plan("test")
+    assert f["seeds"] == 2 and f["probes"] == plan.n_probes
+    assert f["gap_untreated"] > 1e-4 and f["gap_cda"] > 1e-4   # a pair compares two different texts: never exactly 0
+    assert on_grid(f["accuracy_cda"], 2 * plan.n_test) and on_grid(f["accuracy_untreated"], 2 * plan.n_test)
+    assert (tmp_path / "fairness_gap.png").stat().st_size > 1000
 
 def test_memory_json_last_line_is_the_estimate():
     r = cli("memory", "minilm", "--method", "lora", "--precision", "bf16", "--batch", "4", "--seq", "32", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    parts = ("weights", "gradients", "optimizer_states", "activations", "temporaries")
-    assert res["total"] == sum(res[k] for k in parts)
+    assert res["weights"] == 4 * res["params"]                           # fp32 master copy, even with bf16
+    assert 0 <= res["optimizer_states"] - 8 * res["trainable"] < 4096      # AdamW states of the trainable weights only
     assert res["params"] > res["trainable"] > 0
+    assert res["seq_len"] == 32 and res["optimizer"] == "adamw" and res["checkpointing"] is False
     assert res["method"] == "lora" and res["precision"] == "bf16" and res["batch_size"] == 4
 
 
@@ -178,7 +194,8 @@ def test_tour_llm_entry(tmp_path):
     llm = json.loads((tmp_path / "results.json").read_text())["chapters"]["llm"]
     plan = LLM_PLANS["test"]
     assert llm["steps"] == plan.steps and llm["test_prompts"] == plan.n_test
+    assert llm["zero_shot_accuracy"] <= llm["zero_shot_format"] and llm["tuned_accuracy"] <= llm["tuned_format"]
     for k in ("zero_shot_accuracy", "tuned_accuracy", "zero_shot_format", "tuned_format"):
-        assert 0 <= llm[k] <= 1, k
+        assert on_grid(llm[k], plan.n_test), k                        # a share of the plan's test prompts
     assert 1 < llm["adapter_mb"] < 5                   # rank-8 attention adapters: a few MB, not the 540 MB model
     assert (tmp_path / "llm_loss.png").stat().st_size > 1000

@@ -21,7 +21,8 @@ def bbc_features(bbc):
 
 
 def test_normalize_text_unifies_case_space_and_urls():
-    assert normalize_text("Hello  World http://t.co/abc") == normalize_text("hello world https://x.y/z")
+    assert normalize_text("Hello  World http://t.co/abc") == "hello world <url>" == normalize_text("hello world https://x.y/z")
+    assert normalize_text("late again") != normalize_text("late gain")
 
 
 def test_duplicates_and_conflicts_on_a_known_table():
@@ -29,6 +30,7 @@ def test_duplicates_and_conflicts_on_a_known_table():
                        "label": ["negative", "negative", "positive", "neutral", "neutral"]})
     before = df.copy()
     assert find_duplicates(df).row.tolist() == [0, 1, 2, 3]
+    assert find_duplicates(df).group.tolist() == [0, 0, 1, 1]
     conflicts = find_label_conflicts(df)
     assert conflicts.row.tolist() == [2, 3]
     assert set(conflicts.labels_in_group) == {"neutral, positive"}
@@ -63,7 +65,9 @@ def test_inject_label_noise_leaves_input_and_flips_exactly(bbc):
 def test_out_of_fold_probs_checks_its_inputs(bbc_features, bbc):
     probs = out_of_fold_probs(bbc_features, bbc.label, list(BBC_LABELS))
     assert probs.shape == (len(bbc), 5)
-    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    assert not np.allclose(out_of_fold_probs(bbc_features, bbc.label, list(BBC_LABELS), seed=1), probs)  # folds matter: out-of-fold
+    rev = out_of_fold_probs(bbc_features, bbc.label, list(BBC_LABELS)[::-1])
+    assert (np.asarray(BBC_LABELS[::-1])[rev.argmax(1)] == bbc.label.to_numpy()).mean() > 0.9  # columns in `classes` order
     with pytest.raises(ValueError, match="labels"):
         out_of_fold_probs(bbc_features[:10], bbc.label)
     with pytest.raises(ValueError, match="Too few rows per class"):
@@ -87,10 +91,14 @@ def test_audit_and_clean_keep_everything_accounted_for(bbc, bbc_features):
     before = df.copy()
     feats = np.vstack([bbc_features, bbc_features[:3]])
     report = audit(df, features=feats)
-    assert report.summary["rows"] == len(df) and report.summary["duplicate_copies"] >= 3
-    assert report.label_quality.shape == (len(df),)
+    n = len(bbc)
+    dup_rows = set(report.flagged[report.flagged.issue == "duplicate"].row)
+    assert {n, n + 1, n + 2} <= dup_rows and not {0, 1, 2} & dup_rows  # the later copies are flagged, the first kept
+    y = pd.Series(df.label.to_numpy()).map({c: i for i, c in enumerate(report.classes)}).to_numpy()
+    np.testing.assert_allclose(report.label_quality, report.pred_probs[np.arange(len(df)), y], atol=1e-6)  # row order
     kept, removed = clean(df, report)
-    assert len(kept) + len(removed) == len(df)
+    flagged = report.flagged[report.flagged.issue.isin(["label_issue", "label_conflict", "duplicate"])]
+    assert len(removed) == flagged.row.nunique() and len(kept) == len(df) - len(removed)
     assert set(removed.issue.str.split(", ").explode()) <= {"label_issue", "label_conflict", "duplicate"}
     pd.testing.assert_frame_equal(df, before)
     with pytest.raises(ValueError, match="Unknown issue"):

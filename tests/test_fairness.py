@@ -105,6 +105,8 @@ def test_counterfactual_gap_is_zero_for_identical_twins_and_matches_by_hand(trai
     row = gaps.iloc[0]
     pa, pb = predict_proba(model, tok, [row.text_a, row.text_b], max_length=32)
     assert row.gap == pytest.approx(0.5 * np.abs(pa - pb).sum(), abs=1e-6) and row.flip == (pa.argmax() != pb.argmax())
+    assert row.signed == pytest.approx(pa[0] - pb[0], abs=1e-6)  # P(first class): the a side minus the b side
+    assert len(gaps) == 630 and not gaps.duplicated(["text_a", "text_b"]).any()  # 21 template rows x 30 pairs, each once
     masked = sample.assign(text=mask_identity_words(sample.text.tolist(), tok.mask_token))
     twins = counterfactual_gap(model, tok, masked, max_length=32)
     assert np.allclose(twins[twins.kind == "noun"].gap, 0, atol=1e-6) and not twins[twins.kind == "noun"].flip.any()
@@ -130,7 +132,9 @@ def test_group_metrics_by_hand_and_errors():
 def test_bootstrap_ci_brackets_the_statistic():
     x = np.random.default_rng(0).normal(1.0, 1.0, 400)
     low, high = bootstrap_ci(lambda idx: x[idx].mean(), len(x), n_boot=300)
-    assert low < x.mean() < high and 0.1 < high - low < 0.4                # ~ 2 x 1.96 / sqrt(400)
+    low90, high90 = bootstrap_ci(lambda idx: x[idx].mean(), len(x), n_boot=300, level=0.9)
+    assert low < low90 < x.mean() < high90 < high                          # `level` is used: a 90% interval is inside
+    assert abs((high - low) - 2 * 1.96 * x.std(ddof=1) / np.sqrt(len(x))) < 0.03   # the normal-theory width
 
 
 def test_counterfactual_table_adds_swapped_copies_and_keeps_input():
@@ -155,7 +159,9 @@ def test_mitigation_summary_pairs_by_seed():
                          dict(variant="cda", seed=1, accuracy=0.61, gender_gap=0.01, noun_gap=0.01, name_gap=0.01, flips=0.05, noun_signed_gap=-0.005)])
     s = mitigation_summary(runs)
     assert s.loc["cda", "gap_cut"] == pytest.approx((0.5 + 0.75) / 2)
-    assert s.loc["cda", "accuracy_change"] == pytest.approx(0.0) and s.loc["untreated", "gap_cut"] == 0
+    assert s.loc["cda", "accuracy_change"] == pytest.approx(0.0)
+    assert s.loc["cda", "gap_cut_std"] == pytest.approx(np.std([0.5, 0.75], ddof=1))          # per-seed cuts
+    assert s.loc["cda", "accuracy_change_std"] == pytest.approx(np.std([-1.0, 1.0], ddof=1))  # paired per seed, points
     assert s.loc["cda", "signed_cut"] == pytest.approx(0.75)                   # |-0.005| vs |0.02|: direction-free
 
 

@@ -49,7 +49,20 @@ def test_loss_mask_covers_exactly_the_answer_and_end_token(chat_model, instructi
     counted = m[m.in_loss]
     assert counted.index.min() == len(m) - len(counted)        # one block at the end
     assert tok.decode(counted.id.tolist()).startswith(instructions.response.iloc[0] + "<|im_end|>")
-    assert not m.in_loss.iloc[:-len(counted)].any()
+    assert tok.decode(m.id.tolist()[:len(m) - len(counted)]).endswith("<|im_start|>assistant\n")  # prompt ends the block
+
+
+def test_trl_trains_on_the_loss_mask_and_the_flag_changes_it(chat_model, instructions, tmp_path):
+    from finetune_book.llm import sft_trainer
+    model, tok = chat_model
+    m = loss_mask(tok, instructions.prompt.iloc[0], instructions.response.iloc[0])
+    row = sft_trainer(model, tok, instructions.head(2), str(tmp_path / "a"), steps=1).train_dataset[0]
+    assert row["input_ids"] == m.id.tolist()
+    seen = [bool(x) for x in row["completion_mask"]] if "completion_mask" in row else [l != -100 for l in row["labels"]]
+    assert seen == m.in_loss.tolist()                          # TRL's loss sees the answer only
+    full = sft_trainer(model, tok, instructions.head(2), str(tmp_path / "b"), steps=1, completion_only=False)
+    assert full.args.completion_only_loss is False             # the flag reaches TRL
+    assert not hasattr(model, "peft_config")                   # the caller's model got no adapters
 
 
 def test_chat_messages_puts_shots_before_the_request(instructions):
@@ -75,10 +88,13 @@ def test_corrupt_responses_changes_exactly_the_marked_share(instructions):
 
 def test_generate_is_greedy_and_batch_independent(chat_model):
     model, tok = chat_model
-    prompts = ["What is the capital of France?", "Name a fruit that is yellow."]
+    prompts = ["What is the capital of France?", "Name a fruit that is yellow and grows on trees in hot countries."]
+    lengths = [len(tok(format_prompt(tok, p))["input_ids"]) for p in prompts]
+    assert lengths[0] != lengths[1]                         # so the batch really is padded
     together = generate(model, tok, prompts, max_new_tokens=6, batch_size=2)
     alone = [generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert together == alone                                # left padding does not change the answers
+    assert generate(model, tok, prompts[:1], max_new_tokens=6, seed=123) == together[:1]  # greedy ignores the seed
     assert "paris" in together[0].lower()
     assert tok.padding_side == "right"
 
@@ -88,14 +104,27 @@ def test_response_nll_prefers_the_right_answer(chat_model):
     q = GENERAL_QUESTIONS.prompt.iloc[0]
     nll = response_nll(model, tok, [q, q], ["The capital of France is Paris.", "The capital of France is Rome."])
     assert nll[0] < nll[1]
+    import torch
+    m = loss_mask(tok, q, "Paris.")  # by hand: next-token log-probs of the answer tokens only
+    ids = torch.tensor([m.id.tolist()])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids.to(model.device)).logits[0, :-1].float().cpu(), -1)
+    counted = torch.tensor(m.in_loss.tolist()[1:])
+    manual = -logp[torch.arange(len(m) - 1), ids[0, 1:]][counted].mean()
+    both = response_nll(model, tok, [q, q], ["Paris.", "The capital of France is Paris, a city on the river Seine."])
+    assert both[0] == pytest.approx(float(manual), abs=1e-4)   # shifted by one, answer tokens only, pads left out
 
 
 def test_lora_parameter_count_matches_the_formula(chat_model):
     model, _ = chat_model
-    c = model.config
-    kv = c.num_key_value_heads * c.head_dim
-    per_layer = 2 * (c.hidden_size + c.hidden_size) + (c.hidden_size + kv)  # q and o square, v narrower
-    assert lora_parameter_count(model, 2, ("q_proj", "v_proj", "o_proj")) == 2 * per_layer * c.num_hidden_layers
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+    targets = ("q_proj", "v_proj", "o_proj")
+    with torch.device("meta"):  # a skeleton: no weights, no memory
+        skeleton = AutoModelForCausalLM.from_config(model.config)
+    peft_count = get_peft_model(skeleton, lora_config(2, targets)).get_nb_trainable_parameters()[0]
+    assert lora_parameter_count(model, 2, targets) == peft_count     # the formula against what peft adds
     with pytest.raises(ValueError, match="r must be"):
         lora_config(0)
 

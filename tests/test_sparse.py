@@ -50,12 +50,14 @@ def test_eda_keeps_handles_urls_and_gives_distinct_variants():
     for v in variants:
         assert "@united" in v and "http://t.co/x" in v and "#fail" in v
     assert eda(text, n=4, seed=1) == eda(text, n=4, seed=1)
+    assert eda(text, n=4, seed=1) != eda(text, n=4, seed=2)          # the seed matters
 
 
 def test_synonyms_are_symmetric_and_exclude_the_word():
     syn = load_synonyms()
     assert "delayed" in syn["late"] and "late" in syn["delayed"]
     assert all(w not in [s.lower() for s in syn[w]] for w in syn)
+    assert all(w in [x.lower() for x in syn[s.lower()]] for w in syn for s in syn[w] if s.lower() in syn)
 
 
 def test_augment_table_returns_new_rows_with_their_source():
@@ -83,7 +85,9 @@ def test_learning_curve_with_the_probe_beats_chance(tweet_splits, embed):
     curve = learning_curve({"probe": probe_method(embed)}, tweet_splits["train"], test, ks=(32,), seeds=(0, 1),
                            labels=TWEET_LABELS, progress=False)
     assert curve.n_train.tolist() == [96, 96]
-    assert curve.accuracy.mean() > 0.45                    # three classes: chance is ~0.33 to 0.45 (majority)
+    from finetune_book.data import majority_share
+    assert curve.accuracy.mean() > majority_share(test.label) + 0.05   # beats always answering the commonest class
+    assert curve.macro_f1.min() > 0.35                                 # always-negative scores about 0.20
     assert curve_summary(curve)["count"].item() == 2
 
 
@@ -104,6 +108,15 @@ def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits, monkey
     q = "bert.encoder.layer.0.attention.self.query.base_layer.weight"
     assert np.allclose(tuned[q].numpy(), base["bert.encoder.layer.0.attention.self.query.weight"].numpy())
     assert any("lora_B" in k and tuned[k].abs().sum() > 0 for k in tuned)   # adapters moved off their zero init
+
+
+def test_margins_pairs_runs_by_seed():
+    curve = pd.DataFrame({"method": ["full"] * 3 + ["b"] * 3, "k": 4, "seed": [0, 1, 2, 2, 0, 1],
+                          "accuracy": [0.50, 0.60, 0.70, 0.73, 0.53, 0.64]})  # b's rows in another seed order
+    m = margins(curve, "full").iloc[0]
+    assert m["lead"] == pytest.approx(0.1 / 3) and m["wins"] == 3 and m["runs"] == 3
+    assert m["paired_std"] == pytest.approx(np.std([0.03, 0.04, 0.03], ddof=1))
+    assert not m["clear"] and m["paired_clear"]  # the seed-to-seed spread hides a lead that pairing shows
 
 
 def test_margins_needs_the_baseline():

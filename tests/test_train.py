@@ -36,7 +36,16 @@ def test_fine_tune_logs_history_and_labels(tuned):
     assert tuned.labels == list(TWEET_LABELS)
     assert tuned.model.config.id2label == dict(enumerate(TWEET_LABELS))
     assert {"loss", "eval_loss", "eval_macro_f1"} <= set(tuned.history.columns)
-    assert tuned.samples_per_second > 0
+    assert tuned.samples_per_second == pytest.approx(96 / tuned.seconds, rel=0.05)  # 96 rows, 1 epoch; not swapped
+    assert tuned.history.eval_loss.notna().sum() == 1                                 # one evaluation per epoch
+
+
+def test_book_recipe_settings(tmp_path):
+    from finetune_book.train import _training_args
+    args = _training_args(tmp_path, 1, 16, 3e-5, 0.01, 0, True, False, 6)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "macro_f1" and args.greater_is_better
+    assert args.eval_strategy == "epoch" and args.train_sampling_strategy == "group_by_length"
+    assert not _training_args(tmp_path, 1, 16, 3e-5, 0.01, 0, False, False, 6).load_best_model_at_end
 
 
 def test_evaluate_and_predict_agree(tuned, data):
@@ -44,14 +53,19 @@ def test_evaluate_and_predict_agree(tuned, data):
     scores = evaluate_classifier(tuned.model, tuned.tokenizer, test)
     pred = predict(tuned.model, tuned.tokenizer, test.text.tolist())
     assert scores["accuracy"] == pytest.approx((pred.label.to_numpy() == test.label.to_numpy()).mean())
-    assert int(scores["confusion"].to_numpy().sum()) == len(test)
-    np.testing.assert_allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-5)
+    cm = scores["confusion"]
+    for lab in TWEET_LABELS:
+        assert cm.loc[lab].sum() == (test.label == lab).sum()      # rows: the true class
+        assert cm[lab].sum() == (pred.label == lab).sum()          # columns: the predicted class
+    probs = pred.filter(like="p_")
+    assert (pred.label == probs.idxmax(axis=1).str[2:]).all() and np.allclose(pred.score, probs.max(axis=1))
 
 
 def test_predict_order_does_not_depend_on_batching(tuned):
     texts = ["a", "a much longer sentence about a cancelled flight", "ok", "delayed again, third time this week"]
-    np.testing.assert_allclose(predict_proba(tuned.model, tuned.tokenizer, texts, batch_size=1),
-                               predict_proba(tuned.model, tuned.tokenizer, texts, batch_size=4), atol=1e-5)
+    alone = np.vstack([predict_proba(tuned.model, tuned.tokenizer, [t]) for t in texts])  # one call per text: no sorting
+    np.testing.assert_allclose(predict_proba(tuned.model, tuned.tokenizer, texts, batch_size=4), alone, atol=1e-5)
+    np.testing.assert_allclose(predict_proba(tuned.model, tuned.tokenizer, texts, batch_size=1), alone, atol=1e-5)
 
 
 def test_bad_inputs_are_clear_errors(tuned, data):
@@ -80,6 +94,7 @@ def test_saved_model_reloads_with_the_same_predictions(tuned, tmp_path):
     tuned.tokenizer.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     model, tok = load_classifier(str(tmp_path))
+    assert model.config.id2label == tuned.model.config.id2label
     texts = ["@united thanks for the upgrade!", "worst airline ever"]
     np.testing.assert_allclose(predict_proba(model, tok, texts), predict_proba(tuned.model, tuned.tokenizer, texts),
                                atol=1e-6)
@@ -89,4 +104,4 @@ def test_tfidf_baseline_learns_the_tweets():
     data = load_splits("tweets", "cpu")
     base = tfidf_baseline(data["train"].iloc[:2000], data["test"], TWEET_LABELS)
     assert base["accuracy"] > 0.55          # three classes: guessing the majority gives ~0.42
-    assert base["confusion"].shape == (3, 3)
+    assert base["macro_f1"] > 0.45 and (base["confusion"].sum(axis=0) > 0).all()  # every class gets predicted
