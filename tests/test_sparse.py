@@ -27,6 +27,7 @@ def test_k_shot_exact_deterministic_nested_and_untouched(tweets):
     assert set(a.index) <= set(sample_k_shot(tweets, 20, seed=7).index)          # a larger k keeps the rows
     assert set(a.index) != set(sample_k_shot(tweets, 5, seed=8).index)          # another seed, other rows
     assert (tweets.loc[a.index, "text"] == a.text).all()                        # original index kept
+    assert a.index.is_monotonic_increasing                                       # "in their original order"
     pd.testing.assert_frame_equal(tweets, before)
 
 
