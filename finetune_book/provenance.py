@@ -27,7 +27,7 @@ def _is_colab_guard(node)->bool:
 def is_environment_cell(source:str, # a code cell's source
                        )->bool:
     "True for a cell that does nothing outside Colab: imports of `sys`/`subprocess`/`os` and `if 'google.colab' in sys.modules:` blocks."
-    code = "\n".join(l for l in source.splitlines() if not l.lstrip().startswith(("#|", "%", "!")))
+    code = "\n".join(l for l in source.splitlines() if not l.lstrip().startswith("#|"))  # `!pip`, `%env`: not environment
     try: body = ast.parse(code).body
     except SyntaxError: return False
     allowed = {"sys", "subprocess", "os"}
@@ -64,8 +64,8 @@ def code_hash(nb:dict)->str:
 _PKG = "finetune_book"
 
 def _named_modules(text:str)->set:
-    "Modules of the package that `text` imports or names (`finetune_book.x`), as `x`."
-    found = set(re.findall(rf"\b{_PKG}\.(\w+)", text))
+    "Modules of the package that `text` imports or names (`finetune_book.x`, or `from .x import` inside the package), as `x`."
+    found = set(re.findall(rf"\b{_PKG}\.(\w+)", text)) | set(re.findall(r"^\s*from\s+\.(\w+)\s+import", text, re.M))
     found |= {"__init__" for _ in re.findall(rf"from\s+{_PKG}\s+import", text)}
     return found
 
@@ -228,7 +228,7 @@ def execute_notebook(path:Path, # the notebook to run
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     skipped = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == "code" and _directives(c.source).get("eval") == "false"}
-    for i in skipped: nb.cells[i].source = ""  # `#| eval: false` cells never run, as under nbdev-test
+    for i in skipped: nb.cells[i].source, nb.cells[i].outputs = "", []  # never run, as under nbdev-test; no old outputs
     env = {k: v for k, v in os.environ.items() if k not in ("IN_TEST", "CI")}
     env["FINETUNE_BOOK_PROFILE"] = profile
     if profile != "gpu": env.setdefault("HF_HUB_OFFLINE", "1")  # the cpu and test profiles use the packaged models only
@@ -270,7 +270,7 @@ def build(notebooks:list=None, # notebook paths; `None` builds every notebook in
     return [build_notebook(p, profile, timeout, log) for p in paths]
 
 # %% ../nbs/09_provenance.ipynb #b144ee50
-_NUM = re.compile(r"(?<![\w./+=#])(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%|x\b|×)?(?![\w.]|-[A-Za-z]|\.\d)")
+_NUM = re.compile(r"(?<![\w./=#])(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%|x\b|×)?(?!\w|\.\d|-[A-Za-z])")
 _SKIP = [re.compile(p, re.S) for p in (
     r"```.*?```", r"`[^`]*`", r"<!--.*?-->", r'<span class="(?:cited|given)">.*?</span>', r"\]\([^)]*\)",
     r"https?://\S+", r"<[^>]+>", r"\$[^$]*\$")]

@@ -33,6 +33,8 @@ def stale_report(nbs_dir, package_dir=PKG, awaiting=AWAITING_STAMP):
         if c.status == "stale":
             problems.append(f"{c.notebook}: code changed since its outputs were made (stamp {c.stamp['code']}, "
                             f"now {code_hash(json.loads(path.read_text()))}); run: finetune-book build nbs/{c.notebook}")
+        elif c.status == "current" and c.stamp["profile"] == "test":
+            problems.append(f"{c.notebook}: its outputs come from the test profile; run: finetune-book build nbs/{c.notebook} --profile cpu")
         elif c.status == "unstamped" and c.notebook not in awaiting:
             problems.append(f"{c.notebook}: not stamped; run: finetune-book build nbs/{c.notebook} --profile cpu")
         elif c.status != "unstamped" and c.notebook in awaiting:
@@ -88,6 +90,14 @@ def test_unstamped_notebooks_fail_unless_awaiting(stamped_copy):
     assert "not stamped" in stale_report(stamped_copy.parent, awaiting={})[0][0]
     problems, notes = stale_report(stamped_copy.parent, awaiting={"00_core.ipynb": "issue X"})
     assert problems == [] and "issue X" in notes[0]
+
+
+def test_a_page_built_under_the_test_profile_fails(stamped_copy):
+    def edit(nb):
+        c = next(c for c in nb["cells"] if c.get("id") == "provenance-stamp")
+        c["source"] = "".join(c["source"]).replace('"profile": "cpu"', '"profile": "test"')
+    _edit(stamped_copy, edit)
+    assert "test profile" in stale_report(stamped_copy.parent, awaiting={})[0][0]
 
 
 def test_changed_module_is_listed_not_failed(tmp_path):
