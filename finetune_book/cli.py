@@ -6,17 +6,18 @@ Docs: https://finetune-book.github.io/finetune-book/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #6b12bf42
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, inspect, json, sys, time
 from pathlib import Path
 
 from .core import PROFILES, get_profile, machine_info, set_seed
 
 # %% auto #0
-__all__ = ['TOUR_CHAPTERS', 'summary_table', 'write_report', 'run_tour', 'run_bench', 'read_table', 'run_audit', 'run_memory',
+__all__ = ['TOUR_CHAPTERS', 'TOUR_SIZES', 'TOUR_SECONDS', 'TOUR_SIZE_NOTES', 'summary_table', 'write_report', 'expected_seconds',
+           'tour_duration', 'tour_profile', 'run_tour', 'run_bench', 'read_table', 'run_audit', 'run_memory',
            'run_build', 'main']
 
 # %% ../nbs/10_cli.ipynb #43e9f319
-TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their entries here
+TOUR_CHAPTERS = {  # chapter key -> "module:function" (or a function); later chapters add their entries here
     "finetune": "finetune_book.train:tour_finetune",
     "data_quality": "finetune_book.data_quality:tour_data_quality",
     "sparse_data": "finetune_book.sparse:tour_sparse_data",
@@ -29,7 +30,9 @@ TOUR_CHAPTERS = {  # chapter key -> "module:function"; later chapters add their 
 def _tour_function(key:str):
     "The `tour_*` function registered for chapter `key`."
     import importlib
-    module, fn = TOUR_CHAPTERS[key].split(":")
+    entry = TOUR_CHAPTERS[key]
+    if callable(entry): return entry
+    module, fn = entry.split(":")
     return getattr(importlib.import_module(module), fn)
 
 # %% ../nbs/10_cli.ipynb #2a559ca9
@@ -49,26 +52,103 @@ def write_report(results:dict, out_dir:Path)->Path:
     out_dir = Path(out_dir)
     (out_dir/"results.json").write_text(json.dumps(results, indent=2))
     plots = [p for m in results["chapters"].values() for p in m.get("plots", [])]
-    md = [f"# finetune-book tour ({results['profile']} profile)", "",
-          f"Machine: {results['machine']}", "", summary_table(results), ""] + [f"![{p}]({p})" for p in plots]
+    md = [f"# finetune-book tour ({results['profile']} profile, seed {results.get('seed', 0)})", "",
+          f"Size: {results.get('size', results['profile'])}", "", f"Machine: {results['machine']}", "",
+          summary_table(results), ""] + [f"![{p}]({p})" for p in plots]
     (out_dir/"report.md").write_text("\n".join(md) + "\n")
     return out_dir/"report.md"
 
+# %% ../nbs/10_cli.ipynb #tour-times
+TOUR_SIZES = {"quick": "test", "full": None}  # profile each tour size runs; `None`: the machine's own (`cpu` or `gpu`)
+
+TOUR_SECONDS = {  # measured wall time per entry, `finetune-book tour` on a 2-core Xeon (AVX-512), 2026-12-02
+    "test": {"finetune": 74, "data_quality": 90, "sparse_data": 12, "compute": 46, "explainability": 26,
+             "fairness": 34, "llm": 56},
+    "cpu": {"finetune": 2160},  # 36 min, as a new user measured it on a 2-core machine; the others: not yet
+}
+
+TOUR_SIZE_NOTES = {  # what the report says about the size it ran at
+    "test": ("quick: the test profile's sizes (a few hundred rows, 2 seeds). It runs every chapter's code and shows "
+             "its measurements; comparisons that need data (fine-tuning against TF-IDF, raw against cleaned data, "
+             "augmentation against none) can come out the other way at this size: `finetune-book tour --full` "
+             "reproduces the chapters' own numbers."),
+    "cpu": "full: the cpu profile's sizes, as the chapters' pages were executed.",
+    "gpu": "full: the gpu profile's sizes (hub models, full sets).",
+}
+
+def expected_seconds(chapter:str, profile:str)->float|None:
+    "The measured wall time of `chapter` under `profile`, or `None` if nobody has measured it."
+    return TOUR_SECONDS.get(profile, {}).get(chapter)
+
+def tour_duration(profile:str, chapters:list=None)->str:
+    "How long the tour takes under `profile`, in words, from the measured times."
+    chapters = list(TOUR_CHAPTERS) if chapters is None else chapters
+    known = [expected_seconds(c, profile) for c in chapters]
+    total = sum(s for s in known if s)
+    if all(known): return f"about {total / 60:.0f} min on 2 cores"
+    if not any(known): return "not measured yet"
+    return f"at least {total / 60:.0f} min on 2 cores ({sum(not s for s in known)} of {len(known)} chapters not measured)"
+
+def tour_profile(profile:str=None, # an explicit profile wins
+                 full:bool=False, # the machine's own profile instead of the quick one
+                )->str:
+    "The profile a tour runs: `profile` if given, else the machine's with `full`, else the quick tour's (`test`)."
+    if profile: return get_profile(profile).name
+    return get_profile(TOUR_SIZES["full" if full else "quick"]).name
+
 # %% ../nbs/10_cli.ipynb #13c24670
-def run_tour(profile:str=None, # `test`, `cpu` or `gpu`; `None` detects it
-             chapters:list=None, # chapter keys from `TOUR_CHAPTERS`; `None` runs all
-             out_dir:str="tour-results", seed:int=0, log=print)->dict:
-    "Run the headline experiment of each chapter and write `results.json`, `report.md` and plots to `out_dir`."
-    p = get_profile(profile)
+def _load_previous(out:Path, profile:str, seed:int)->dict:
+    "The finished chapters of an earlier tour in `out`, if it ran with the same profile and seed."
+    path = out/"results.json"
+    if not path.exists(): return {}
+    old = json.loads(path.read_text())
+    if (old.get("profile"), old.get("seed")) != (profile, seed):
+        raise ValueError(f"--resume: {path} holds a {old.get('profile')} tour with seed {old.get('seed')}; "
+                         f"pass --profile {old.get('profile')} --seed {old.get('seed')}, or another --out.")
+    return {k: v for k, v in old["chapters"].items() if "error" not in v}
+
+def _record_error(out:Path, chapter:str, e:BaseException)->str:
+    "Append the traceback of `e` to `out/tour-errors.log`; return the one-line message."
+    import traceback
+    with open(out/"tour-errors.log", "a") as f:
+        f.write(f"--- {chapter} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{traceback.format_exc()}\n")
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
+
+def _check_tour(chapters:list, seed:int)->list:
+    "The chapter keys to run (all when `chapters` is empty), or a `ValueError` for an unknown chapter or a negative seed."
     chapters = list(TOUR_CHAPTERS) if not chapters else list(dict.fromkeys(chapters))
     unknown = [c for c in chapters if c not in TOUR_CHAPTERS]
     if unknown: raise ValueError(f"Unknown chapter(s) {unknown}; choose from {list(TOUR_CHAPTERS)}.")
+    if seed < 0: raise ValueError(f"--seed must be >= 0, got {seed}.")
+    return chapters
+
+def run_tour(profile:str=None, # `test`, `cpu` or `gpu`; `None` detects it
+             chapters:list=None, # chapter keys from `TOUR_CHAPTERS`; `None` runs all
+             out_dir:str="tour-results",
+             seed:int=0, # every chapter's splits, samples and training runs draw from it
+             resume:bool=False, # skip chapters already done in `out_dir` by a tour with the same profile and seed
+             progress:bool=False, # a bar over each chapter's runs
+             log=print)->dict:
+    "Run the headline experiment of each chapter, writing `results.json`, `report.md` and plots after each one."
+    p = get_profile(profile)
+    chapters = _check_tour(chapters, seed)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    results = {"profile": p.name, "seed": seed, "machine": machine_info(), "chapters": {}}
-    for ch in chapters:
-        log(f"[tour] {ch} ({p.name} profile) ...")
+    done = _load_previous(out, p.name, seed) if resume else {}
+    results = {"profile": p.name, "size": TOUR_SIZE_NOTES[p.name], "seed": seed, "machine": machine_info(), "chapters": {}}
+    for i, ch in enumerate(chapters, 1):
+        step = f"[{i}/{len(chapters)}] {ch}"
+        if ch in done:
+            results["chapters"][ch] = done[ch]; write_report(results, out)
+            log(f"{step}: done already in {out} (resumed)"); continue
+        expected = expected_seconds(ch, p.name)
+        log(f"{step} ({p.name} profile): expected " + (f"about {expected / 60:.0f} min" if expected else "time not measured yet"))
         start = time.perf_counter(); set_seed(seed)
-        results["chapters"][ch] = {**_tour_function(ch)(p, out), "seconds": round(time.perf_counter() - start, 1)}
+        try: metrics = _tour_function(ch)(p, out, seed=seed, progress=progress)
+        except Exception as e: metrics = {"error": _record_error(out, ch, e)}
+        results["chapters"][ch] = {**metrics, "seconds": round(time.perf_counter() - start, 1)}
+        write_report(results, out)  # after every chapter: an interrupted tour keeps what it finished
+        took = results["chapters"][ch]["seconds"]
+        log(f"{step}: " + (f"FAILED after {took:.0f} s: {metrics['error']}" if "error" in metrics else f"done in {took:.0f} s"))
     write_report(results, out)
     return results
 
@@ -156,42 +236,58 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"finetune-book: error: {message} (see finetune-book --help)\n")
 
+def _default(fn, name:str):
+    "The default of parameter `name` of `fn`: the parser takes its defaults from the functions it calls."
+    return inspect.signature(fn).parameters[name].default
+
+def _tour_help()->str:
+    return ("Run each chapter's headline experiment and write a report. Quick (default, the test profile's sizes): "
+            f"{tour_duration('test')}. --full (cpu profile on a CPU): {tour_duration('cpu')}.")
+
 def _parser()->argparse.ArgumentParser:
+    from finetune_book.compute import MEMORY_TARGETS, OPTIMIZER_STATE_BYTES, PRECISIONS, TRAINING_METHODS
     p = _Parser(prog="finetune-book", description="Reproduce the measured results of the finetune-book chapters.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    t = sub.add_parser("tour", help="run each chapter's headline experiment and write a report")
-    t.add_argument("--profile", choices=sorted(PROFILES), help="run profile (default: detected)")
+    t = sub.add_parser("tour", help="run each chapter's headline experiment and write a report", description=_tour_help())
+    size = t.add_mutually_exclusive_group()
+    size.add_argument("--profile", choices=sorted(PROFILES), help="run profile (default: test, the quick tour)")
+    size.add_argument("--full", action="store_true", help="the machine's own profile: the chapters' own numbers")
     t.add_argument("--chapters", nargs="+", metavar="CHAPTER", help=f"chapters to run: {', '.join(TOUR_CHAPTERS)}")
-    t.add_argument("--out", default="tour-results", help="output folder (default: tour-results)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=_default(run_tour, "out_dir"), help="output folder (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=_default(run_tour, "seed"))
+    t.add_argument("--resume", action="store_true", help="skip chapters already done in --out (same profile and seed)")
     b = sub.add_parser("bench", help="time the seed recipe against the book's recipe")
     b.add_argument("--profile", choices=sorted(PROFILES), help="run profile (default: detected)")
     b.add_argument("--rows", type=int, help="training rows (default: the profile's n_bench)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=_default(run_bench, "seed"))
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     a = sub.add_parser("audit", help="audit a CSV file: duplicates, conflicts, junk, label issues")
     a.add_argument("file", help="a CSV file with a header row")
     a.add_argument("--text", required=True, help="the column holding the texts")
     a.add_argument("--label", required=True, help="the column holding the labels")
-    a.add_argument("--out", default="audit-results", help="output folder (default: audit-results)")
-    a.add_argument("--folds", type=int, default=5, help="cross-validation folds for the label model (default 5)")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default=_default(run_audit, "out_dir"), help="output folder (default: %(default)s)")
+    a.add_argument("--folds", type=int, default=_default(run_audit, "folds"),
+                   help="cross-validation folds for the label model (default %(default)s)")
+    a.add_argument("--seed", type=int, default=_default(run_audit, "seed"))
     a.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     m = sub.add_parser("memory", help="estimate a model's peak training memory from its config (no weights loaded)")
     m.add_argument("model", help="a short name (minilm, smollm2-135m), a folder with a config.json, or a hub id")
-    m.add_argument("--method", choices=["full", "freeze", "lora"], default="full")
-    m.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    m.add_argument("--batch", type=int, default=8, help="texts per batch (default 8)")
-    m.add_argument("--seq", type=int, default=128, help="tokens per text (default 128)")
-    m.add_argument("--optimizer", choices=["adamw", "sgd-momentum", "sgd"], default="adamw")
+    m.add_argument("--method", choices=TRAINING_METHODS, default=_default(run_memory, "method"))
+    m.add_argument("--precision", choices=PRECISIONS, default=_default(run_memory, "precision"))
+    m.add_argument("--batch", type=int, default=_default(run_memory, "batch"), help="texts per batch (default %(default)s)")
+    m.add_argument("--seq", type=int, default=_default(run_memory, "seq"), help="tokens per text (default %(default)s)")
+    m.add_argument("--optimizer", choices=list(OPTIMIZER_STATE_BYTES), default=_default(run_memory, "optimizer"))
     m.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
-    m.add_argument("--target", choices=["cpu", "gpu"], default="cpu", help="whose attention kernels to assume")
+    m.add_argument("--target", choices=MEMORY_TARGETS, default=_default(run_memory, "target"),
+                   help="whose attention kernels to assume")
     m.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     c = sub.add_parser("build", help="execute notebooks under a profile and stamp their provenance (authors)")
     c.add_argument("notebooks", nargs="*", help="notebook files (default: every notebook in --nbs)")
-    c.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="run profile (default: cpu)")
-    c.add_argument("--nbs", default="nbs", help="the notebooks' folder (default: nbs)")
-    c.add_argument("--timeout", type=int, default=1800, help="seconds any one cell may take (default 1800)")
+    c.add_argument("--profile", choices=sorted(PROFILES), default=_default(run_build, "profile"),
+                   help="run profile (default: %(default)s)")
+    c.add_argument("--nbs", default=_default(run_build, "nbs_dir"), help="the notebooks' folder (default: %(default)s)")
+    c.add_argument("--timeout", type=int, default=_default(run_build, "timeout"),
+                   help="seconds any one cell may take (default %(default)s)")
     c.add_argument("--check", action="store_true", help="execute nothing; report stamps, exit 1 if one is stale")
     return p
 
@@ -203,14 +299,33 @@ def _print_bench(res:dict):
         print(f"{r:<8} {res[r+'_samples_per_second']:>10.1f} {res[r+'_accuracy']:>9.3f} {res[r+'_macro_f1']:>9.3f}")
     print(f"speedup: {res['speedup']:.2f}x")
 
+def _error(message:str)->int:
+    print(f"finetune-book: error: {message}", file=sys.stderr)
+    return 1
+
+def _tour(args)->int:
+    "The `tour` command: quiet libraries, our own progress lines on stderr, one line per failed chapter."
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars; the tour prints its own progress
+    chapters, profile = _check_tour(args.chapters, args.seed), tour_profile(args.profile, args.full)
+    say = lambda m: print(m, file=sys.stderr, flush=True)
+    say(f"finetune-book tour: {profile} profile, seed {args.seed}, {tour_duration(profile, chapters)}; "
+        f"results in {args.out}/")
+    try: res = run_tour(profile, chapters, args.out, args.seed, args.resume, progress=True, log=say)
+    except KeyboardInterrupt:
+        print(f"finetune-book: interrupted; the chapters finished so far are in {Path(args.out)/'results.json'} "
+              "(rerun with --resume to continue)", file=sys.stderr)
+        return 130
+    print(summary_table(res)); print(f"\nwrote {Path(args.out)/'results.json'} and {Path(args.out)/'report.md'}")
+    failed = {k: v["error"] for k, v in res["chapters"].items() if "error" in v}
+    for ch, err in failed.items(): _error(f"chapter {ch} failed: {err} (traceback in {Path(args.out)/'tour-errors.log'})")
+    return 1 if failed else 0
+
 def main(argv:list=None)->int:
     "Entry point of the `finetune-book` console script; returns the exit status."
     args = _parser().parse_args(argv)
     try:
-        if args.command == "tour":
-            if args.seed < 0: raise ValueError(f"--seed must be >= 0, got {args.seed}.")
-            res = run_tour(args.profile, args.chapters, args.out, args.seed)
-            print(summary_table(res)); print(f"\nwrote {Path(args.out)/'results.json'} and {Path(args.out)/'report.md'}")
+        if args.command == "tour": return _tour(args)
         elif args.command == "bench":
             res = run_bench(args.profile, args.rows, args.seed)
             _print_bench(res)
@@ -231,9 +346,8 @@ def main(argv:list=None)->int:
             checks = run_build(args.notebooks, args.profile, args.nbs, args.timeout, args.check)
             print(stamp_table(checks))
             if any(c.status == "stale" for c in checks): return 1
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError, RuntimeError) as e:
-        print(f"finetune-book: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError, RuntimeError, MemoryError) as e:
+        return _error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return 0
 
 # %% ../nbs/10_cli.ipynb #5de5d82b

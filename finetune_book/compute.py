@@ -17,14 +17,14 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .core import (OFFLINE_MODELS, Profile, _load, count_parameters, get_device, get_profile,
+from .core import (OFFLINE_MODELS, Profile, load_pretrained, count_parameters, get_device, get_profile, plan_for,
                                 load_causal_lm, load_classifier, resolve_model, set_seed)
 from .data import tokenize_table
 from .train import predict_proba
 
 # %% auto #0
-__all__ = ['COMPUTE_PLANS', 'PRECISIONS', 'METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS', 'ComputePlan', 'compute_plan',
-           'bytes_per_parameter', 'model_config', 'model_task', 'prepare_for_training', 'training_step',
+__all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS', 'ComputePlan',
+           'compute_plan', 'bytes_per_parameter', 'model_config', 'model_task', 'prepare_for_training', 'training_step',
            'profile_training_memory', 'plot_memory_timeline', 'MemoryReport', 'estimate_training_memory',
            'load_for_training', 'measure_training_memory', 'compare_memory', 'activation_formula', 'formula_peak',
            'llama_1b_config', 'bert_base_config', 'text_batches', 'time_training_steps', 'Lever', 'measure_lever',
@@ -66,12 +66,12 @@ COMPUTE_PLANS = {
 
 def compute_plan(profile:Profile|str=None)->ComputePlan:
     "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    return COMPUTE_PLANS[name]
+    return plan_for(COMPUTE_PLANS, profile)
 
 # %% ../nbs/05_compute.ipynb #34b7c609
+MEMORY_TARGETS = ("cpu", "gpu")  # whose attention kernels an estimate assumes: this CPU, or fused GPU kernels
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 everywhere, or mixed precision (fp32 master weights, 16-bit compute)
-METHODS = ("full", "freeze", "lora")   # train every weight, only the task head, or LoRA adapters (+ the head)
+TRAINING_METHODS = ("full", "freeze", "lora")   # train every weight, only the task head, or LoRA adapters (+ the head)
 OPTIMIZER_STATE_BYTES = {"adamw": 8, "sgd-momentum": 4, "sgd": 0}  # fp32 state bytes per trainable parameter
 
 def _check_choice(name, value, choices):
@@ -123,7 +123,7 @@ def prepare_for_training(model, # a transformers model (real weights or meta ten
                          lora_targets:list=None, # module names that get adapters; `None`: peft's default for the architecture
                         ):
     "`model` set up for `method`: everything trainable, only the task head, or peft LoRA adapters (and the head)."
-    _check_choice("method", method, METHODS)
+    _check_choice("method", method, TRAINING_METHODS)
     if method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
         task = TaskType.CAUSAL_LM if model_task(model.config) == "causal-lm" else TaskType.SEQ_CLS
@@ -302,7 +302,7 @@ _BYTE_FIELDS = ("weights", "gradients", "optimizer_states", "activations", "temp
 
 # %% ../nbs/05_compute.ipynb #78a5355c
 def _check_training_args(method, precision, batch_size, seq_len, optimizer, accumulation):
-    _check_choice("method", method, METHODS); _check_choice("precision", precision, PRECISIONS)
+    _check_choice("method", method, TRAINING_METHODS); _check_choice("precision", precision, PRECISIONS)
     _check_choice("optimizer", optimizer, OPTIMIZER_STATE_BYTES)
     for name, v in dict(batch_size=batch_size, seq_len=seq_len, accumulation=accumulation).items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -332,7 +332,7 @@ def estimate_training_memory(model, # a short name, folder with `config.json`, h
     "Peak memory of training `model`, predicted from its config alone: a training step replayed on fake tensors."
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     _check_training_args(method, precision, batch_size, seq_len, optimizer, accumulation)
-    _check_choice("target", target, ("cpu", "gpu"))
+    _check_choice("target", target, MEMORY_TARGETS)
     config = model_config(model)
     task = model_task(config)
     if task == "classification": config.num_labels = num_labels
@@ -365,6 +365,7 @@ def load_for_training(model:str, # short name, folder or hub id
     if gradient_checkpointing: _enable_checkpointing(net)
     return net.train(), task
 
+# %% ../nbs/05_compute.ipynb #mem-measure
 def measure_training_memory(model:str="minilm", # short name, folder or hub id (weights are loaded)
                             method:str="full", precision:str="fp32", batch_size:int=8, seq_len:int=128,
                             optimizer:str="adamw", accumulation:int=1, gradient_checkpointing:bool=False,
@@ -380,6 +381,7 @@ def measure_training_memory(model:str="minilm", # short name, folder or hub id (
     return MemoryReport("measured", model, method, precision, batch_size, seq_len, optimizer,
                         counts["total"], counts["trainable"], **peak)
 
+# %% ../nbs/05_compute.ipynb #mem-compare
 _CONFIG_DEFAULTS = dict(method="full", precision="fp32", batch_size=8, seq_len=128, accumulation=1,
                         gradient_checkpointing=False, optimizer="adamw")
 
@@ -504,7 +506,7 @@ def smaller_encoder(model_name:str, # a BERT-style encoder: short name, folder o
     "Save a copy of `model_name` that keeps only `keep_layers` (DistilBERT's start: every other layer of the teacher)."
     from transformers import AutoModel, AutoTokenizer
     src = resolve_model(model_name)
-    net = _load(AutoModel, src)
+    net = load_pretrained(AutoModel, src)
     layers = getattr(getattr(net, "encoder", None), "layer", None)
     if layers is None: raise ValueError(f"{model_name!r} is not a BERT-style encoder (no `encoder.layer`).")
     if not keep_layers or any(not 0 <= i < len(layers) for i in keep_layers):
@@ -512,7 +514,7 @@ def smaller_encoder(model_name:str, # a BERT-style encoder: short name, folder o
     net.encoder.layer = torch.nn.ModuleList([layers[i] for i in keep_layers])
     net.config.num_hidden_layers = len(keep_layers)
     out = Path(out_dir); net.save_pretrained(out, safe_serialization=True)
-    _load(AutoTokenizer, src).save_pretrained(out)
+    load_pretrained(AutoTokenizer, src).save_pretrained(out)
     return out
 
 def saved_size(model, folder:str|Path)->int:
@@ -673,15 +675,15 @@ def gpu_job(report:MemoryReport, # an estimate made with `target="gpu"`
     return out
 
 # %% ../nbs/05_compute.ipynb #2a7ba867
-def tour_compute(profile, out_dir:Path, seed:int=0)->dict:
+def tour_compute(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: estimate vs measured memory, LoRA's trainable share, and the levers' ratios."
-    import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from finetune_book.data import TWEET_LABELS, load_splits
-    p = profile if isinstance(profile, Profile) else get_profile(profile)
-    plan = compute_plan(p)
+    from finetune_book.train import TourRun
+    tour = TourRun(profile, out_dir, seed, progress)
+    plan = compute_plan(tour.profile)
     table = compare_memory(plan.model, plan.memory_configs)
-    data = load_splits("tweets", p.with_(n_train=max(plan.n_train, 2000)), seed=seed)
+    data = load_splits("tweets", tour.profile.with_(n_train=max(plan.n_train, 2000)), seed=seed)
     levers = {"fixed": Lever(padding="max_length"), "grouped": Lever(group_by_length=True),
               "checkpointing": Lever(group_by_length=True, gradient_checkpointing=True),
               "lora": Lever(group_by_length=True, method="lora")}
@@ -690,11 +692,10 @@ def tour_compute(profile, out_dir:Path, seed:int=0)->dict:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.barh(lt.index, lt.peak_mb, color="tab:blue"); ax.set_xlabel("peak training memory (MB)")
     ax.set_title(f"{plan.model}, batch {plan.batch_size} (measured)"); fig.tight_layout()
-    fig.savefig(Path(out_dir)/"compute_levers.png", dpi=100); plt.close("all")
-    return dict(memory_configs=len(table), max_error_pct=float(table.above_weights_error_pct.abs().max()),
-                params_exact=bool(table.params_exact.all()),
-                lora_trainable_share=float(lt.loc["lora", "trainable"] / lt.loc["grouped", "trainable"]),
-                grouped_speedup=float(lt.loc["grouped", "speedup"]),
-                checkpointing_memory_ratio=float(lt.loc["checkpointing", "peak_mb"] / lt.loc["grouped", "peak_mb"]),
-                lora_memory_ratio=float(lt.loc["lora", "peak_mb"] / lt.loc["grouped", "peak_mb"]),
-                plots=["compute_levers.png"])
+    tour.save_plot(fig, "compute_levers.png")
+    return tour.result(memory_configs=len(table), max_error_pct=float(table.above_weights_error_pct.abs().max()),
+                       params_exact=bool(table.params_exact.all()),
+                       lora_trainable_share=float(lt.loc["lora", "trainable"] / lt.loc["grouped", "trainable"]),
+                       grouped_speedup=float(lt.loc["grouped", "speedup"]),
+                       checkpointing_memory_ratio=float(lt.loc["checkpointing", "peak_mb"] / lt.loc["grouped", "peak_mb"]),
+                       lora_memory_ratio=float(lt.loc["lora", "peak_mb"] / lt.loc["grouped", "peak_mb"]))

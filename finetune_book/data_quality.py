@@ -13,14 +13,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import get_device, resolve_model
-from .data import require_columns, validate_table
+from .core import Profile, check_texts, get_device, plan_for, require_columns, resolve_model
+from .data import validate_table
 
 # %% auto #0
-__all__ = ['plot_profile', 'normalize_text', 'find_duplicates', 'find_label_conflicts', 'find_junk', 'load_sentence_encoder',
-           'embed_texts', 'out_of_fold_probs', 'find_label_issues', 'inject_label_noise', 'precision_recall',
-           'find_datalab_issues', 'AuditReport', 'audit', 'clean', 'out_of_fold_probs_finetuned', 'noisy_vs_cleaned',
-           'review_widget', 'tour_data_quality']
+__all__ = ['QUALITY_PLANS', 'QualityPlan', 'quality_plan', 'plot_profile', 'normalize_text', 'find_duplicates',
+           'find_label_conflicts', 'find_junk', 'encoder_load_error', 'load_sentence_encoder', 'embed_texts',
+           'out_of_fold_probs', 'find_label_issues', 'inject_label_noise', 'precision_recall', 'find_datalab_issues',
+           'AuditReport', 'audit', 'clean', 'out_of_fold_probs_finetuned', 'noisy_vs_cleaned', 'review_widget',
+           'tour_data_quality']
+
+# %% ../nbs/03_data_quality.ipynb #dq-plan
+@dataclass(frozen=True)
+class QualityPlan:
+    "Sizes of this chapter's experiments for one run profile."
+    n_bbc: int        # BBC articles for the injected-noise check
+    noise: float      # share of labels flipped in the headline noise check
+    n_audit: int      # tweets audited for duplicates, conflicts, junk and label issues
+    n_finetune: int   # tweets for the fine-tuned label-error detector (3 training runs, one per fold)
+    n_tweets: int     # training rows of the raw vs cleaned comparison
+    epochs: int       # epochs of each raw vs cleaned training run
+
+QUALITY_PLANS = {
+    "test": QualityPlan(n_bbc=500, noise=0.10, n_audit=500, n_finetune=150, n_tweets=320, epochs=1),
+    "cpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=1500, n_tweets=2000, epochs=2),
+    "gpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=6000, n_tweets=2000, epochs=2),
+}
+
+def quality_plan(profile:Profile|str=None)->QualityPlan:
+    "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
+    return plan_for(QUALITY_PLANS, profile)
 
 # %% ../nbs/03_data_quality.ipynb #364b378d
 def plot_profile(df:pd.DataFrame, text_col:str="text", label_col:str="label", title:str="Data profile"):
@@ -79,7 +101,7 @@ def find_junk(df:pd.DataFrame, text_col:str="text", min_words:int=2, max_nonlati
     return pd.DataFrame(rows, columns=["row", "reason"])
 
 # %% ../nbs/03_data_quality.ipynb #4a885283
-def _encoder_load_error(name:str, e:Exception)->OSError:
+def encoder_load_error(name:str, e:Exception)->OSError:
     "An error for a sentence encoder that would not load, with the offline fix."
     return OSError(f"Could not load the sentence encoder {name!r}. Offline, use 'minilm' or a local folder with a "
                    f"sentence-transformers model. Cause: {str(e).splitlines()[0]}")
@@ -91,7 +113,7 @@ def load_sentence_encoder(model:str="minilm", # short name, folder or hub id of 
     from sentence_transformers import SentenceTransformer
     location = resolve_model(model).location  # a missing folder fails here, with its own message
     try: encoder = SentenceTransformer(location, device=str(get_device()), trust_remote_code=False)
-    except OSError as e: raise _encoder_load_error(model, e) from e
+    except OSError as e: raise encoder_load_error(model, e) from e
     if max_length: encoder.max_seq_length = max_length
     return encoder
 
@@ -99,10 +121,7 @@ def embed_texts(texts:list, # the texts to embed
                 model:str="minilm", # short name, folder or hub id of a sentence-transformers model
                 batch_size:int=64, progress:bool=False)->np.ndarray:
     "Unit-length sentence embeddings of `texts`, shape `(len(texts), dim)`."
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad: raise ValueError(f"texts must be non-empty strings; positions {bad[:5]} are empty or not strings.")
-    if not texts: raise ValueError("texts is empty; pass at least one text.")
+    texts = check_texts(texts)
     return load_sentence_encoder(model).encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                           show_progress_bar=progress)
 
@@ -295,23 +314,26 @@ def out_of_fold_probs_finetuned(df:pd.DataFrame, labels:list, model_name:str="mi
 def noisy_vs_cleaned(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list, seeds:tuple=(0, 1),
                      report:AuditReport=None, # `audit(train_df)`, if already computed
                      cleaned_test_df:pd.DataFrame=None, # also score on this "cleaned" test set, to show the pitfall
-                     text_col:str="text", label_col:str="label", **fine_tune_kwargs)->pd.DataFrame:
+                     text_col:str="text", label_col:str="label",
+                     progress:bool=False, # a bar over the training runs
+                     **fine_tune_kwargs)->pd.DataFrame:
     "Test accuracy and macro-F1 of `fine_tune` on `train_df` as is and cleaned by `clean(audit(...))`, per seed."
+    from tqdm import tqdm
     from finetune_book.train import classification_metrics, fine_tune, predict
     report = report if report is not None else audit(train_df, text_col, label_col)
     kept, removed = clean(train_df, report)
     y_test = test_df[label_col].to_numpy()
     rows = []
-    for data_name, rows_df in (("raw", train_df), ("cleaned", kept)):
-        for seed in seeds:
-            run = fine_tune(model_name, rows_df, labels, seed=seed, progress=False, text_col=text_col,
-                            label_col=label_col, **fine_tune_kwargs)
-            pred = predict(run.model, run.tokenizer, test_df[text_col].tolist()).label.to_numpy()
-            row = dict(train=data_name, seed=seed, rows=len(rows_df), **classification_metrics(y_test, pred))
-            if cleaned_test_df is not None:
-                keep = test_df.index.isin(cleaned_test_df.index)
-                row["accuracy_on_cleaned_test"] = classification_metrics(y_test[keep], pred[keep])["accuracy"]
-            rows.append(row)
+    runs = [(name, df, seed) for name, df in (("raw", train_df), ("cleaned", kept)) for seed in seeds]
+    for data_name, rows_df, seed in tqdm(runs, desc="data_quality: runs", disable=not progress, leave=False):
+        run = fine_tune(model_name, rows_df, labels, seed=seed, progress=False, text_col=text_col,
+                        label_col=label_col, **fine_tune_kwargs)
+        pred = predict(run.model, run.tokenizer, test_df[text_col].tolist()).label.to_numpy()
+        row = dict(train=data_name, seed=seed, rows=len(rows_df), **classification_metrics(y_test, pred))
+        if cleaned_test_df is not None:
+            keep = test_df.index.isin(cleaned_test_df.index)
+            row["accuracy_on_cleaned_test"] = classification_metrics(y_test[keep], pred[keep])["accuracy"]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/03_data_quality.ipynb #9f8a856a
@@ -335,26 +357,27 @@ def review_widget(report:AuditReport, issue:str="label_issue"):
     return box
 
 # %% ../nbs/03_data_quality.ipynb #3dcb95da
-def tour_data_quality(profile, out_dir:Path, seed:int=0)->dict:
+def tour_data_quality(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: label issues in the tweets, precision/recall on injected BBC noise, raw vs cleaned training."
-    import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from finetune_book.data import load_bbc, load_splits, sample_rows, TWEET_LABELS
-    size = {"test": 500, "cpu": 2225, "gpu": 2225}.get(profile.name, 2225)
-    bbc = sample_rows(load_bbc(), size, seed=seed)
-    noisy, flipped = inject_label_noise(bbc.label, 0.10, seed=seed)
+    from finetune_book.train import TourRun
+    tour = TourRun(profile, out_dir, seed, progress); profile = tour.profile
+    plan = quality_plan(profile)
+    bbc = sample_rows(load_bbc(), plan.n_bbc, seed=seed)
+    noisy, flipped = inject_label_noise(bbc.label, plan.noise, seed=seed)
     pr = precision_recall(find_label_issues(bbc.text, noisy, seed=seed).row, np.flatnonzero(flipped))
-    splits = load_splits("tweets", profile.with_(n_train=min(profile.n_train, 2000)), seed=seed)
+    splits = load_splits("tweets", profile.with_(n_train=plan.n_tweets), seed=seed)
     report = audit(splits["train"], seed=seed)
     outcome = noisy_vs_cleaned(profile.classifier, splits["train"], splits["test"], list(TWEET_LABELS), profile.seeds,
-                               report=report, epochs=max(1, profile.epochs - 1), batch_size=profile.batch_size)
+                               report=report, epochs=plan.epochs, batch_size=profile.batch_size,
+                               progress=tour.progress)
     means = outcome.groupby("train").accuracy.agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar(means.index, means["mean"], yerr=means["std"], capsize=6, color=["tab:green", "tab:gray"])
     ax.set_ylabel("test accuracy"); ax.set_ylim(0, 1); ax.set_title("Fine-tuned on raw vs cleaned tweets")
-    fig.tight_layout(); fig.savefig(Path(out_dir)/"data_quality_clean.png", dpi=100); plt.close("all")
-    return dict(train_rows=len(splits["train"]), label_issues=report.summary["label_issues"],
-                removed_by_cleaning=int(len(splits["train"]) - len(clean(splits["train"], report)[0])),
-                bbc_noise_rate=0.10, bbc_precision=pr["precision"], bbc_recall=pr["recall"],
-                accuracy_raw=float(means.loc["raw", "mean"]), accuracy_cleaned=float(means.loc["cleaned", "mean"]),
-                plots=["data_quality_clean.png"])
+    fig.tight_layout(); tour.save_plot(fig, "data_quality_clean.png")
+    return tour.result(train_rows=len(splits["train"]), label_issues=report.summary["label_issues"],
+                       removed_by_cleaning=int(len(splits["train"]) - len(clean(splits["train"], report)[0])),
+                       bbc_noise_rate=plan.noise, bbc_precision=pr["precision"], bbc_recall=pr["recall"],
+                       accuracy_raw=float(means.loc["raw", "mean"]), accuracy_cleaned=float(means.loc["cleaned", "mean"]))

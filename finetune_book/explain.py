@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Profile, get_profile
+from .core import Profile, check_texts, get_profile, plan_for
 
 # %% auto #0
-__all__ = ['EXPLAIN_PLANS', 'METHODS', 'FRACTIONS', 'ExplainPlan', 'explain_plan', 'eager_attention', 'encode_text',
+__all__ = ['EXPLAIN_PLANS', 'ATTRIBUTION_METHODS', 'FRACTIONS', 'ExplainPlan', 'explain_plan', 'eager_attention', 'encode_text',
            'attention_maps', 'plot_attention', 'special_attention_share', 'Attribution', 'class_probs', 'ig_baseline',
            'attribute', 'highlight_html', 'attribute_many', 'rationale_ids', 'erasure_curves', 'aopc', 'faithfulness',
            'plot_aopc', 'method_agreement', 'randomization_stages', 'reinitialize', 'cascading_randomization',
@@ -55,8 +55,7 @@ EXPLAIN_PLANS = {
 
 def explain_plan(profile:Profile|str=None)->ExplainPlan:
     "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    return EXPLAIN_PLANS[name]
+    return plan_for(EXPLAIN_PLANS, profile)
 
 # %% ../nbs/06_explainability.ipynb #267ce46d
 @contextmanager
@@ -134,7 +133,7 @@ def _special_mask(tokenizer, ids:list)->np.ndarray:
     return np.array(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=bool)
 
 # %% ../nbs/06_explainability.ipynb #7aff460a
-METHODS = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
+ATTRIBUTION_METHODS = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
 
 @dataclass
 class Attribution:
@@ -211,14 +210,14 @@ def _cls_attention(model, tokenizer, ids):
 
 # %% ../nbs/06_explainability.ipynb #ffbc7662
 def attribute(model, tokenizer, text:str,
-              method:str="integrated_gradients", # one of `METHODS`
+              method:str="integrated_gradients", # one of `ATTRIBUTION_METHODS`
               target:int=None, # the class to explain; `None` explains the predicted class
               n_steps:int=50, # integrated gradients: integration steps
               baseline:str="pad", # integrated gradients: `pad` or `mask` tokens in place of the text
               seed:int=0, # random: the seed of the scores
              )->Attribution:
     "Score each token of `text` for the model's predicted class (or `target`) with `method`."
-    if method not in METHODS: raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
+    if method not in ATTRIBUTION_METHODS: raise ValueError(f"Unknown method {method!r}; use one of {list(ATTRIBUTION_METHODS)}.")
     ids = encode_text(model, tokenizer, text)
     positions = [int(i) for i in np.flatnonzero(~_special_mask(tokenizer, ids))]
     if not positions: raise ValueError(f"{text!r} holds only special tokens; there is nothing to explain.")
@@ -258,14 +257,12 @@ def highlight_html(a:Attribution)->str:
 # %% ../nbs/06_explainability.ipynb #6c711b86
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5)  # ERASER's bins for AOPC
 
-def attribute_many(model, tokenizer, texts:list, methods:tuple=METHODS, n_steps:int=50, baseline:str="pad",
+def attribute_many(model, tokenizer, texts:list, methods:tuple=ATTRIBUTION_METHODS, n_steps:int=50, baseline:str="pad",
                    seed:int=0)->dict:
     "`{method: [Attribution per text]}`; each text explained for the class the model predicts."
-    if isinstance(texts, str): raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
-    texts = list(texts)
-    if not texts: raise ValueError("texts is empty; pass at least one text to explain.")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown: raise ValueError(f"Unknown method(s) {unknown}; use some of {list(METHODS)}.")
+    texts = check_texts(texts)
+    unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
+    if unknown: raise ValueError(f"Unknown method(s) {unknown}; use some of {list(ATTRIBUTION_METHODS)}.")
     return {m: [attribute(model, tokenizer, t, m, n_steps=n_steps, baseline=baseline, seed=seed + i)
                 for i, t in enumerate(texts)] for m in methods}
 
@@ -299,7 +296,7 @@ def aopc(curves:pd.DataFrame)->pd.DataFrame:
     return out.sort_values("comprehensiveness", ascending=False)
 
 def faithfulness(model, tokenizer, texts:list,
-                 methods:tuple|str=METHODS, # method names (or one name); `random` is always added for the ratio
+                 methods:tuple|str=ATTRIBUTION_METHODS, # method names (or one name); `random` is always added for the ratio
                  fractions:tuple=FRACTIONS, n_steps:int=50, seed:int=0)->pd.DataFrame:
     "Comprehensiveness, sufficiency (AOPC) and the ratio to random of each method over `texts` (see `aopc`)."
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -491,7 +488,7 @@ def tcav_by_layer(model, tokenizer, concept_texts:list, random_texts:list,
 
 # %% ../nbs/06_explainability.ipynb #649e63a2
 def explorer(model, tokenizer, text:str="@united the flight was delayed again and nobody told us why",
-             methods:tuple=METHODS[:4], n_steps:int=32):
+             methods:tuple=ATTRIBUTION_METHODS[:4], n_steps:int=32):
     "An ipywidgets box: type a sentence, pick a method, press *Explain*, see its token highlights."
     import ipywidgets as widgets
     box = widgets.Text(value=text, description="Text", layout=widgets.Layout(width="70%"))
@@ -506,22 +503,21 @@ def explorer(model, tokenizer, text:str="@united the flight was delayed again an
     return widgets.VBox([widgets.HBox([box, method, button]), result])
 
 # %% ../nbs/06_explainability.ipynb #ced9c22f
-def tour_explainability(profile, out_dir:Path, seed:int=0)->dict:
+def tour_explainability(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: each method's comprehensiveness and sufficiency against random, and the AOPC curves."
-    import matplotlib; matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from finetune_book.data import load_tweets, sample_rows, split_data, TWEET_LABELS
-    from finetune_book.train import fine_tune
-    plan = explain_plan(profile)
-    parts = split_data(load_tweets(), seed=seed)
-    train = sample_rows(parts["train"], plan.n_train, seed=seed)
-    texts = sample_rows(parts["test"], plan.n_texts, seed=seed).text.tolist()
+    from finetune_book.data import TWEET_LABELS
+    from finetune_book.train import TourRun, fine_tune
+    tour = TourRun(profile, out_dir, seed, progress)
+    plan = explain_plan(tour.profile)
+    train, test = tour.tweets(plan.n_train, plan.n_texts)
+    texts = test.text.tolist()
     result = fine_tune(plan.model, train, list(TWEET_LABELS), epochs=plan.epochs, lr=plan.lr,
                        max_length=plan.max_length, progress=False, seed=seed)
-    curves = erasure_curves(result.model, result.tokenizer,
-                            attribute_many(result.model, result.tokenizer, texts, METHODS, plan.ig_steps, seed=seed))
+    attributions = {m: attribute_many(result.model, result.tokenizer, texts, (m,), plan.ig_steps, seed=seed)[m]
+                    for m in tour.steps(ATTRIBUTION_METHODS, "explainability: methods")}
+    curves = erasure_curves(result.model, result.tokenizer, attributions)
     table = aopc(curves)
-    plot_aopc(curves).savefig(Path(out_dir)/"explainability_aopc.png", dpi=100); plt.close("all")
-    return dict(texts=len(texts), **{f"comprehensiveness_{m}": round(float(v), 5) for m, v in table.comprehensiveness.items()},
-                **{f"sufficiency_{m}": round(float(v), 5) for m, v in table.sufficiency.items()},
-                ig_vs_random=float(table.loc["integrated_gradients", "comp_vs_random"]), plots=["explainability_aopc.png"])
+    tour.save_plot(plot_aopc(curves), "explainability_aopc.png")
+    return tour.result(texts=len(texts), **{f"comprehensiveness_{m}": round(float(v), 5) for m, v in table.comprehensiveness.items()},
+                       **{f"sufficiency_{m}": round(float(v), 5) for m, v in table.sufficiency.items()},
+                       ig_vs_random=float(table.loc["integrated_gradients", "comp_vs_random"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import Profile, get_profile
+from .core import Profile, check_texts, get_profile, plan_for
 
 # %% auto #0
 __all__ = ['FAIRNESS_PLANS', 'EMOTION_STATES', 'EMOTION_SITUATIONS', 'EMOTION_SENTIMENT', 'TEMPLATES', 'PEOPLE', 'GENDER_PAIRS',
@@ -49,8 +49,7 @@ FAIRNESS_PLANS = {
 
 def fairness_plan(profile:Profile|str=None)->FairnessPlan:
     "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    return FAIRNESS_PLANS[name]
+    return plan_for(FAIRNESS_PLANS, profile)
 
 # %% ../nbs/07_fairness.ipynb #1097de9b
 EMOTION_STATES = {"anger": ["angry", "annoyed", "enraged", "furious", "irritated"],
@@ -151,7 +150,7 @@ def counterfactual_augment(texts:list, # sentences; left unchanged
                            names:dict=None, # extra word -> counterpart swaps (e.g. first names), applied both ways
                           )->list:
     "Each text with every gendered word swapped for its counterpart: whole words, case kept, her -> his/him by context."
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     swaps = _swap_map(list(pairs) + list((names or {}).items()))
     for w in ("her", "his", "him"): swaps.pop(w, None)  # decided below, by context
     # the lookahead reads the next word without consuming it, so that word is still matched itself
@@ -164,14 +163,6 @@ def counterfactual_augment(texts:list, # sentences; left unchanged
         else: new = swaps[low]
         return _match_case(new, word)
     return [pattern.sub(swap, t) for t in texts]
-
-def _check_texts(texts)->list:
-    "`texts` as a list, or a clear error for one string or for non-strings (NaN)."
-    if isinstance(texts, str): raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad: raise ValueError(f"texts must be strings; positions {bad[:5]} are not (NaN? drop or fill them first).")
-    return texts
 
 def _whole_words(words)->re.Pattern:
     "A case-insensitive pattern matching any of `words` as a whole word (longest first), captured as group 1."
@@ -257,7 +248,7 @@ def gender_mentions(texts:list, pairs:list=GENDER_PAIRS)->np.ndarray:
 # %% ../nbs/07_fairness.ipynb #d62d457b
 def counterfactual_table(df:pd.DataFrame, text_col:str="text", **swap_kwargs)->pd.DataFrame:
     "`df` plus a swapped copy (`counterfactual_augment`) of every row whose text changes, marked `augmented=True`; `df` is untouched."
-    from finetune_book.data import require_columns
+    from finetune_book.core import require_columns
     require_columns(df, text_col)
     swapped = pd.Series(counterfactual_augment(df[text_col].tolist(), **swap_kwargs), index=df.index)
     changed = swapped != df[text_col]
@@ -267,7 +258,7 @@ def counterfactual_table(df:pd.DataFrame, text_col:str="text", **swap_kwargs)->p
 def mask_identity_words(texts:list, mask:str="[MASK]", pairs:list=GENDER_PAIRS)->list:
     "Each text with every gendered word (and her/his/him) replaced by `mask`; whole words only."
     pattern = _whole_words({w for p in pairs for w in p} | {"her", "his", "him"})
-    return [pattern.sub(mask, t) for t in _check_texts(texts)]
+    return [pattern.sub(mask, t) for t in check_texts(texts)]
 
 # %% ../nbs/07_fairness.ipynb #e792d081
 def mitigation_run(variant:str, # `untreated`, `cda` or `mask`
@@ -318,24 +309,24 @@ def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:i
                       male.sample(min(k, len(male)), random_state=seed)])
 
 # %% ../nbs/07_fairness.ipynb #f1729982
-def tour_fairness(profile, out_dir:Path, seed:int=0)->dict:
+def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: gender gap and test accuracy before and after counterfactual augmentation, over seeds."
-    import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from finetune_book.data import load_tweets, sample_rows, split_data, TWEET_LABELS
-    plan = fairness_plan(profile)
-    parts = split_data(load_tweets(), seed=seed)
-    train, test = sample_rows(parts["train"], plan.n_train, seed=seed), sample_rows(parts["test"], plan.n_test, seed=seed)
+    from finetune_book.data import TWEET_LABELS
+    from finetune_book.train import TourRun
+    tour = TourRun(profile, out_dir, seed, progress)
+    plan = fairness_plan(tour.profile)
+    train, test = tour.tweets(plan.n_train, plan.n_test)
     probes = make_probe_set()
     probes = probes.sample(plan.n_probes, random_state=seed) if plan.n_probes else probes
+    jobs = [(s, v) for s in plan.seeds for v in ("untreated", "cda")]
     runs = pd.DataFrame([mitigation_run(v, train, test, probes, list(TWEET_LABELS), s, plan.model, plan.epochs, plan.lr,
-                                        plan.max_length) for s in plan.seeds for v in ("untreated", "cda")])
+                                        plan.max_length) for s, v in tour.steps(jobs, "fairness: runs")])
     s = mitigation_summary(runs)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.bar(s.index, s.gender_gap, yerr=s.gender_gap_std, capsize=5, color=["grey", "tab:blue"])
     ax.set_title(f"Mean gender gap on probes, {len(plan.seeds)} seeds"); fig.tight_layout()
-    fig.savefig(Path(out_dir)/"fairness_gap.png", dpi=100); plt.close("all")
-    return dict(seeds=len(plan.seeds), probes=len(probes), gap_untreated=float(s.loc["untreated", "gender_gap"]),
-                gap_cda=float(s.loc["cda", "gender_gap"]), gap_cut=float(s.loc["cda", "gap_cut"]),
-                accuracy_untreated=float(s.loc["untreated", "accuracy"]), accuracy_cda=float(s.loc["cda", "accuracy"]),
-                plots=["fairness_gap.png"])
+    tour.save_plot(fig, "fairness_gap.png")
+    return tour.result(seeds=len(plan.seeds), probes=len(probes), gap_untreated=float(s.loc["untreated", "gender_gap"]),
+                       gap_cda=float(s.loc["cda", "gender_gap"]), gap_cut=float(s.loc["cda", "gap_cut"]),
+                       accuracy_untreated=float(s.loc["untreated", "accuracy"]), accuracy_cda=float(s.loc["cda", "accuracy"]))

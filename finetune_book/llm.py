@@ -14,16 +14,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Profile, get_device, get_profile, set_seed, load_causal_lm as _load_causal_lm
-from .data import TWEET_LABELS, require_columns
+from .core import (Profile, chat_messages, check_texts, format_prompt, generate, get_profile, plan_for,
+                                 load_chat_model, require_columns, set_seed)
+from .data import TWEET_LABELS, validate_rows
+from .compute import saved_size
 
 # %% auto #0
-__all__ = ['LLM_PLANS', 'SENTIMENT_REQUEST', 'TOPIC_REQUEST', 'GENERAL_QUESTIONS', 'LLMPlan', 'llm_plan', 'load_causal_lm',
-           'chat_messages', 'format_prompt', 'generate', 'make_instructions', 'parse_label', 'score_answers',
-           'evaluate_instructions', 'pick_shots', 'loss_mask', 'sft_dataset', 'lora_config', 'sft_trainer',
-           'lora_parameter_count', 'InstructionTuneResult', 'instruction_tune', 'knowledge_check', 'response_nll',
-           'forgetting_report', 'folder_bytes', 'save_adapter', 'load_adapter', 'merge_adapter', 'corrupt_responses',
-           'tour_llm']
+__all__ = ['LLM_PLANS', 'SENTIMENT_REQUEST', 'TOPIC_REQUEST', 'GENERAL_QUESTIONS', 'LLMPlan', 'llm_plan', 'make_instructions',
+           'parse_label', 'score_answers', 'evaluate_instructions', 'pick_shots', 'loss_mask', 'sft_dataset',
+           'decoder_lora_config', 'sft_trainer', 'lora_parameter_count', 'InstructionTuneResult', 'instruction_tune',
+           'knowledge_check', 'response_nll', 'forgetting_report', 'save_adapter', 'load_adapter', 'merge_adapter',
+           'corrupt_responses', 'tour_llm']
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #dbeb285d
 @dataclass(frozen=True)
@@ -54,72 +55,7 @@ LLM_PLANS = {
 
 def llm_plan(profile:Profile|str=None)->LLMPlan:
     "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    return LLM_PLANS[name]
-
-# %% ../nbs/08_llm_instruction_tuning.ipynb #6e1557f5
-def load_causal_lm(name:str=None, # short name (`smollm2-135m`), folder or hub id; `None`: the run profile's LLM
-                   dtype:torch.dtype=torch.float32,
-                   device:str=None, # `cpu`, `cuda`, ...; `None`: the fastest available
-                  ):
-    "An instruct decoder and its tokenizer, ready to chat: the packaged GGUF model offline, any hub model online."
-    model, tokenizer = _load_causal_lm(name or get_profile().llm, dtype=dtype)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{name!r} has no chat template: this chapter needs an instruct (chat) model, e.g. "
-                         "`smollm2-135m` or `HuggingFaceTB/SmolLM2-360M-Instruct`.")
-    return model.to(get_device(device)).eval(), tokenizer
-
-# %% ../nbs/08_llm_instruction_tuning.ipynb #8b088ef6
-def _check_strings(values, what:str)->list:
-    "`values` as a list, or a ValueError naming the entries that are empty or not strings."
-    if isinstance(values, str): raise ValueError(f"{what} must be a list of strings, not one string; wrap it: [text].")
-    values = list(values)
-    if not values: raise ValueError(f"{what} is empty; pass at least one.")
-    bad = [i for i, v in enumerate(values) if not isinstance(v, str) or not v.strip()]
-    if bad: raise ValueError(f"{what} must be non-empty strings; positions {bad[:5]} are empty, NaN or not strings.")
-    return values
-
-def chat_messages(prompt:str, # the user's request
-                  shots:pd.DataFrame=None, # worked examples (`prompt`, `response`) shown first: few-shot prompting
-                  system:str=None, # a system message; `None` keeps the template's default
-                  response:str=None, # the assistant's answer, for a training example
-                 )->list:
-    "One conversation as chat messages: optional system message, example turns, the request, optional answer."
-    msgs = [] if system is None else [{"role": "system", "content": system}]
-    if shots is not None:
-        require_columns(shots, "prompt", "response")
-        for p, r in zip(shots.prompt, shots.response):
-            msgs += [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
-    msgs.append({"role": "user", "content": prompt})
-    if response is not None: msgs.append({"role": "assistant", "content": response})
-    return msgs
-
-def format_prompt(tokenizer, prompt:str, shots:pd.DataFrame=None, system:str=None)->str:
-    "The exact text the model reads for `prompt`: the chat template applied, ending where the answer starts."
-    return tokenizer.apply_chat_template(chat_messages(prompt, shots, system), tokenize=False,
-                                         add_generation_prompt=True)
-
-# %% ../nbs/08_llm_instruction_tuning.ipynb #56992fde
-def generate(model, tokenizer, prompts:list, # user requests (plain strings; the chat template is applied)
-             max_new_tokens:int=48, shots:pd.DataFrame=None, system:str=None,
-             do_sample:bool=False, # `False`: greedy, the same answer every time; `True`: sample
-             temperature:float=0.8, top_p:float=0.9, # used only when sampling
-             seed:int=0, batch_size:int=16)->list:
-    "The model's answer to each prompt: the text after the assistant tag, special tokens removed."
-    prompts = _check_strings(prompts, "prompts")
-    texts = [format_prompt(tokenizer, p, shots, system) for p in prompts]
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if do_sample else dict(do_sample=False)
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues from the right end
-    set_seed(seed); model.eval(); out = []
-    try:
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i+batch_size], return_tensors="pt", padding=True).to(model.device)
-            with torch.no_grad():
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     **sampling)
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally: tokenizer.padding_side = side
-    return [o.strip() for o in out]
+    return plan_for(LLM_PLANS, profile)
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #96412808
 SENTIMENT_REQUEST = ("Classify the sentiment of this tweet as negative, neutral or positive. Answer with one word."
@@ -138,13 +74,8 @@ def make_instructions(df:pd.DataFrame, # labelled rows; left unchanged
                       max_chars:int=None, # cut longer texts at a word boundary (long articles cost time)
                      )->pd.DataFrame:
     "An instruction set: one `prompt` (the request with the row's text) and `response` (its label) per row."
-    require_columns(df, text_col, label_col)
+    validate_rows(df, text_col, label_col, labels)  # the data chapter's row checks: texts, NaN and unknown labels
     if "{text}" not in request: raise ValueError("request must contain '{text}' where the row's text goes.")
-    _check_strings(df[text_col], f"column {text_col!r}")
-    unknown = sorted(set(df[label_col].dropna().astype(str)) - set(labels))
-    if df[label_col].isna().any() or unknown:
-        raise ValueError(f"column {label_col!r} has labels outside {list(labels)}: {unknown[:5]} or NaN; "
-                         "pass the right `labels=` or clean those rows first.")
     texts = df[text_col] if max_chars is None else df[text_col].map(lambda t: _cut(t, max_chars))
     return pd.DataFrame({"prompt": [request.format(text=t) for t in texts],
                          "response": df[label_col].astype(str).to_numpy()}, index=df.index)
@@ -152,7 +83,8 @@ def make_instructions(df:pd.DataFrame, # labelled rows; left unchanged
 def _check_instructions(examples:pd.DataFrame)->pd.DataFrame:
     "`examples` if it has non-empty string `prompt` and `response` columns, else a ValueError."
     require_columns(examples, "prompt", "response")
-    _check_strings(examples.prompt, "column 'prompt'"); _check_strings(examples.response, "column 'response'")
+    check_texts(examples.prompt, "column 'prompt'")
+    check_texts(examples.response, "column 'response'")
     return examples
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #7bf961b0
@@ -161,6 +93,7 @@ def parse_label(answer:str, labels:tuple=TWEET_LABELS)->str|None:
     words = re.findall(r"[a-z]+", str(answer).lower())
     return words[0] if words and words[0] in labels else None
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #score-answers
 def score_answers(answers:list, gold:list, labels:tuple=TWEET_LABELS)->dict:
     "Exact-label `accuracy` and `format` compliance (share of answers whose first word is a label)."
     answers, gold = list(answers), list(gold)
@@ -171,6 +104,7 @@ def score_answers(answers:list, gold:list, labels:tuple=TWEET_LABELS)->dict:
     return {"accuracy": float(np.mean([p == g for p, g in zip(parsed, gold)])),
             "format": float(np.mean([p is not None for p in parsed])), "n": len(gold)}
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #evaluate-instructions
 def evaluate_instructions(model, tokenizer, examples:pd.DataFrame, # `prompt` and gold `response` columns
                           labels:tuple=TWEET_LABELS, shots:pd.DataFrame=None, system:str=None,
                           max_new_tokens:int=4, batch_size:int=16)->tuple:
@@ -220,7 +154,7 @@ def _check_lengths(tokenizer, examples:pd.DataFrame, system:str, max_length:int)
                          f"{too_long[:5]}, longest {max(lengths)}); raise max_length or shorten the texts "
                          "(`make_instructions(..., max_chars=...)`).")
 
-def lora_config(r:int=8, targets:tuple=("q_proj", "k_proj", "v_proj", "o_proj"), alpha:int=None,
+def decoder_lora_config(r:int=8, targets:tuple=("q_proj", "k_proj", "v_proj", "o_proj"), alpha:int=None,
                 dropout:float=0.05):
     "A peft `LoraConfig` for a causal LM: rank-`r` adapters on `targets`, scaled by `alpha / r` (alpha defaults to 2r)."
     from peft import LoraConfig
@@ -243,13 +177,15 @@ def _step_printer(every:int):
 
 def sft_trainer(model, tokenizer, examples:pd.DataFrame, out_dir:str, steps:int=100, batch_size:int=8,
                 lr:float=1e-3, peft_config=None, warmup:float=0.1, seed:int=0, max_length:int=512,
-                system:str=None, completion_only:bool=True, progress:bool=False):
+                system:str=None, completion_only:bool=True, progress:bool=False,
+                copy_model:bool=True, # `False`: peft adds the adapters to `model` itself (pass a model you will not reuse)
+               ):
     "TRL's `SFTTrainer` set up the book's way, on a copy of `model`: LoRA adapters, loss on the answers only."
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
     if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}.")
     _check_instructions(examples); _check_lengths(tokenizer, examples, system, max_length)
-    model = copy.deepcopy(model)  # peft adds its adapters in place; the caller keeps the untuned model
+    if copy_model: model = copy.deepcopy(model)  # peft adds its adapters in place; the caller keeps the untuned model
     args = SFTConfig(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
                      lr_scheduler_type="linear", warmup_steps=warmup, weight_decay=0.0, logging_steps=1,
                      save_strategy="no", report_to="none", seed=seed, data_seed=seed, max_length=max_length,
@@ -258,7 +194,7 @@ def sft_trainer(model, tokenizer, examples:pd.DataFrame, out_dir:str, steps:int=
                      bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())  # TRL's defaults are for GPUs
     set_seed(seed)  # the adapters' A matrices are drawn from this seed
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples, system),
-                         processing_class=tokenizer, peft_config=peft_config or lora_config())
+                         processing_class=tokenizer, peft_config=peft_config or decoder_lora_config())
     trainer.remove_callback(PrinterCallback)  # no dict per step
     if progress: trainer.add_callback(_step_printer(max(1, steps // 10)))
     return trainer
@@ -280,7 +216,7 @@ class InstructionTuneResult:
     trainable: int         # trainable parameters (the adapters)
     total: int             # all parameters
 
-def _history(log_history:list)->pd.DataFrame:
+def _step_history(log_history:list)->pd.DataFrame:
     "The Trainer's per-step log as a table (the run's summary row dropped)."
     return pd.DataFrame([h for h in log_history if "loss" in h]).drop(columns=["epoch"], errors="ignore")
 
@@ -292,14 +228,15 @@ def instruction_tune(model, # a causal LM (copied, never changed) or its short n
                      completion_only:bool=True, # `False` also trains on the prompt's tokens
                      progress:bool=False)->InstructionTuneResult:
     "Supervised fine-tuning with LoRA (TRL `SFTTrainer`): the model learns to answer each prompt with its response."
-    if isinstance(model, (str, Path)): model, tokenizer = load_causal_lm(str(model))
-    with tempfile.TemporaryDirectory() as out:
+    loaded = isinstance(model, (str, Path))
+    if loaded: model, tokenizer = load_chat_model(str(model))
+    with tempfile.TemporaryDirectory() as out:  # a model loaded here is nobody else's: no copy needed
         trainer = sft_trainer(model, tokenizer, examples, out, steps, batch_size, lr,
-                              lora_config(r, targets, alpha, dropout), warmup, seed, max_length, system,
-                              completion_only, progress)
+                              decoder_lora_config(r, targets, alpha, dropout), warmup, seed, max_length, system,
+                              completion_only, progress, copy_model=not loaded)
         result = trainer.train()
     tuned = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()  # no autocast wrapper
-    return InstructionTuneResult(tuned, tokenizer, _history(trainer.state.log_history),
+    return InstructionTuneResult(tuned, tokenizer, _step_history(trainer.state.log_history),
                                  result.metrics["train_runtime"], *tuned.get_nb_trainable_parameters())
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #aa87a5d3
@@ -329,7 +266,7 @@ def knowledge_check(model, tokenizer, questions:pd.DataFrame=GENERAL_QUESTIONS, 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #a8208c59
 def response_nll(model, tokenizer, prompts:list, responses:list, system:str=None, batch_size:int=8)->np.ndarray:
     "Mean negative log-likelihood per token of each `response` to its `prompt` (lower: the model finds it likelier)."
-    prompts, responses = _check_strings(prompts, "prompts"), _check_strings(responses, "responses")
+    prompts, responses = check_texts(prompts, "prompts"), check_texts(responses, "responses")
     if len(prompts) != len(responses):
         raise ValueError(f"prompts ({len(prompts)}) and responses ({len(responses)}) differ in length.")
     masks = [loss_mask(tokenizer, p, r, system) for p, r in zip(prompts, responses)]
@@ -365,16 +302,11 @@ def forgetting_report(tuned, tokenizer, base=None, # the untuned model; `None`: 
     return table, summary
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #b969899a
-def folder_bytes(path:str|Path)->int:
-    "Bytes of all files under `path`."
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
 def save_adapter(model, path:str|Path)->int:
     "Save only the LoRA adapters of a peft `model` (safetensors) in `path`; returns the bytes on disk."
     if not hasattr(model, "peft_config"):
         raise ValueError("model has no adapters to save; pass the model `instruction_tune` returned.")
-    model.save_pretrained(path, safe_serialization=True)
-    return folder_bytes(path)
+    return saved_size(model, path)  # the compute chapter's measure: bytes of the safetensors written
 
 def load_adapter(base, # the untuned causal LM (copied, never changed) or its short name, folder or hub id
                  path:str|Path):
@@ -383,7 +315,7 @@ def load_adapter(base, # the untuned causal LM (copied, never changed) or its sh
     if not (Path(path)/"adapter_config.json").exists():
         raise FileNotFoundError(f"{path} holds no adapter (adapter_config.json is missing); save one with "
                                 "`save_adapter(model, path)`.")
-    base = load_causal_lm(str(base))[0] if isinstance(base, (str, Path)) else copy.deepcopy(base)
+    base = load_chat_model(str(base))[0] if isinstance(base, (str, Path)) else copy.deepcopy(base)
     return PeftModel.from_pretrained(base, str(path)).eval()
 
 def merge_adapter(model):
@@ -406,26 +338,25 @@ def corrupt_responses(examples:pd.DataFrame, share:float, labels:tuple=TWEET_LAB
     return out
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #079b6e0f
-def tour_llm(profile, out_dir:Path, seed:int=0)->dict:
+def tour_llm(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: held-out accuracy before (zero-shot) and after LoRA tuning, and the adapter's size."
-    import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from finetune_book.data import load_tweets, sample_rows, split_data
-    plan = llm_plan(profile)
-    model, tokenizer = load_causal_lm(plan.model)
-    parts = split_data(load_tweets(), seed=seed)
-    train = make_instructions(sample_rows(parts["train"], plan.n_train, seed=seed))
-    test = make_instructions(sample_rows(parts["test"], plan.n_test, seed=seed))
+    from finetune_book.train import TourRun
+    tour = TourRun(profile, out_dir, seed, progress)
+    plan = llm_plan(tour.profile)
+    model, tokenizer = load_chat_model(plan.model)
+    train_rows, test_rows = tour.tweets(plan.n_train, plan.n_test)
+    train, test = make_instructions(train_rows), make_instructions(test_rows)
     before, _ = evaluate_instructions(model, tokenizer, test)
     run = instruction_tune(model, tokenizer, train, steps=plan.steps, batch_size=plan.batch_size, lr=plan.lr,
-                           r=plan.r, targets=plan.targets, seed=seed)
+                           r=plan.r, targets=plan.targets, seed=seed, progress=progress)
     after, _ = evaluate_instructions(run.model, tokenizer, test)
     with tempfile.TemporaryDirectory() as d: adapter = save_adapter(run.model, d)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.plot(run.history.step, run.history.loss); ax.set_xlabel("step"); ax.set_ylabel("loss on the answers")
     ax.set_title(f"LoRA r={plan.r}, {len(train)} instructions"); fig.tight_layout()
-    fig.savefig(Path(out_dir)/"llm_loss.png", dpi=100); plt.close("all")
-    return dict(model=plan.model, steps=plan.steps, test_prompts=len(test),
-                zero_shot_accuracy=before["accuracy"], tuned_accuracy=after["accuracy"],
-                zero_shot_format=before["format"], tuned_format=after["format"],
-                adapter_mb=adapter / 1e6, train_seconds=run.seconds, plots=["llm_loss.png"])
+    tour.save_plot(fig, "llm_loss.png")
+    return tour.result(model=plan.model, steps=plan.steps, test_prompts=len(test),
+                       zero_shot_accuracy=before["accuracy"], tuned_accuracy=after["accuracy"],
+                       zero_shot_format=before["format"], tuned_format=after["format"],
+                       adapter_mb=adapter / 1e6, train_seconds=run.seconds)

@@ -14,18 +14,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .core import Profile, _package_dir, get_profile, resolve_model, set_seed
-from .data import require_columns, validate_table
-from .data_quality import _encoder_load_error, load_sentence_encoder
+from .core import Profile, generate, get_profile, plan_for, package_dir, require_columns, resolve_model, set_seed
+from .data import validate_table
+from .data_quality import encoder_load_error, load_sentence_encoder
 from .train import classification_metrics, fine_tune, predict
-from .llm import generate
 
 # %% auto #0
 __all__ = ['SPARSE_PLANS', 'STOPWORDS', 'FULL_LR', 'LORA_LR', 'PARAPHRASE_REQUEST', 'SparsePlan', 'sparse_plan', 'sample_k_shot',
-           'EmbeddingCache', 'probe_method', 'prototype_method', 'finetune_method', 'lora_config', 'setfit_method',
-           'load_synonyms', 'synonym_replace', 'random_insert', 'random_swap', 'random_delete', 'eda', 'augment_table',
-           'augmented_method', 'eda_augmenter', 'learning_curve', 'curve_summary', 'curve_table', 'margins',
-           'plot_learning_curve', 'sparse_methods', 'paraphrase', 'judge_paraphrases', 'table_augmenter',
+           'EmbeddingCache', 'probe_method', 'prototype_method', 'finetune_method', 'encoder_lora_config',
+           'setfit_method', 'load_synonyms', 'synonym_replace', 'random_insert', 'random_swap', 'random_delete', 'eda',
+           'augment_table', 'augmented_method', 'eda_augmenter', 'learning_curve', 'curve_summary', 'curve_table',
+           'margins', 'plot_learning_curve', 'sparse_methods', 'paraphrase', 'judge_paraphrases', 'table_augmenter',
            'train_source_model', 'tour_sparse_data']
 
 # %% ../nbs/04_sparse_data.ipynb #30b2138a
@@ -56,8 +55,7 @@ SPARSE_PLANS = {
 
 def sparse_plan(profile:Profile|str=None)->SparsePlan:
     "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    return SPARSE_PLANS[name]
+    return plan_for(SPARSE_PLANS, profile)
 
 # %% ../nbs/04_sparse_data.ipynb #2b1db00a
 def sample_k_shot(df:pd.DataFrame, # the table to sample from; left unchanged
@@ -144,7 +142,7 @@ def finetune_method(model:str="minilm", # short name, folder or hub id of the st
         return predict(run.model, run.tokenizer, list(test_texts), max_length=max_length)["label"].to_numpy()
     return finetuned
 
-def lora_config(r:int=8, alpha:int=16, dropout:float=0.1, targets:tuple=("query", "value")):
+def encoder_lora_config(r:int=8, alpha:int=16, dropout:float=0.1, targets:tuple=("query", "value")):
     "A peft `LoraConfig` for sequence classification: rank-`r` adapters on the attention's `targets`."
     from peft import LoraConfig, TaskType
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
@@ -164,7 +162,7 @@ def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_
         try:
             location = resolve_model(encoder).location
             try: model = sf.SetFitModel.from_pretrained(location, labels=list(labels), trust_remote_code=False)
-            except OSError as e: raise _encoder_load_error(encoder, e) from e
+            except OSError as e: raise encoder_load_error(encoder, e) from e
             model.model_body.max_seq_length = max_length
             with tempfile.TemporaryDirectory() as out:
                 args = sf.TrainingArguments(output_dir=out, batch_size=batch_size, num_epochs=1, max_steps=max_steps,
@@ -189,7 +187,7 @@ those there here what which who whom whose when where why how not no nor only ow
 
 def load_synonyms(path:str|Path=None)->dict:
     "Word -> its synonyms, from a CSV with one `|`-separated group of interchangeable words per row."
-    path = Path(path) if path else _package_dir("finetune_book") / "synonyms.csv"
+    path = Path(path) if path else package_dir("finetune_book") / "synonyms.csv"
     table = pd.read_csv(path)
     require_columns(table, "words")
     groups = [g.split("|") for g in table["words"].dropna()]
@@ -211,18 +209,21 @@ def _editable(token:str)->bool:
     word = _core(token)[1].lower()
     return word.isalpha() and word not in STOPWORDS and not token.startswith(("@", "#", "http"))
 
-def _match_case(new:str, old:str)->str:
+def _capital_like(new:str, old:str)->str:
+    "`new`, capitalized when `old` starts with a capital."
     return new.capitalize() if old[:1].isupper() else new
 
+# %% ../nbs/04_sparse_data.ipynb #eda-synonym_replace
 def synonym_replace(tokens:list, n:int, rng, synonyms:dict)->list:
     "Replace up to `n` editable words that have synonyms by a random synonym (punctuation and capital kept)."
     out = list(tokens)
     spots = [i for i, t in enumerate(out) if _editable(t) and _core(t)[1].lower() in synonyms]
     for i in rng.permutation(spots)[:n]:
         pre, word, post = _core(out[i])
-        out[i] = pre + _match_case(rng.choice(synonyms[word.lower()]), word) + post
+        out[i] = pre + _capital_like(rng.choice(synonyms[word.lower()]), word) + post
     return out
 
+# %% ../nbs/04_sparse_data.ipynb #eda-random_insert
 def random_insert(tokens:list, n:int, rng, synonyms:dict)->list:
     "Insert a synonym of a random editable word at a random position, `n` times."
     out = list(tokens)
@@ -231,6 +232,7 @@ def random_insert(tokens:list, n:int, rng, synonyms:dict)->list:
         out.insert(int(rng.integers(0, len(out) + 1)), rng.choice(synonyms[rng.choice(words)]))
     return out
 
+# %% ../nbs/04_sparse_data.ipynb #eda-random_swap
 def random_swap(tokens:list, n:int, rng)->list:
     "Swap two random positions, `n` times."
     out = list(tokens)
@@ -239,6 +241,7 @@ def random_swap(tokens:list, n:int, rng)->list:
         out[i], out[j] = out[j], out[i]
     return out
 
+# %% ../nbs/04_sparse_data.ipynb #eda-random_delete
 def random_delete(tokens:list, p:float, rng)->list:
     "Drop each editable word with probability `p`; never drop everything."
     kept = [t for t in tokens if not (_editable(t) and rng.random() < p)]
@@ -371,7 +374,7 @@ def sparse_methods(plan:SparsePlan, embed:EmbeddingCache, synonyms:dict=None,
     start = start or plan.encoder
     full = finetune_method(start, lr=FULL_LR, **_budget(plan))
     return {"full fine-tuning": full,
-            "LoRA": finetune_method(start, lr=LORA_LR, peft_config=lora_config(), **_budget(plan)),
+            "LoRA": finetune_method(start, lr=LORA_LR, peft_config=encoder_lora_config(), **_budget(plan)),
             "SetFit": setfit_method(plan.encoder, max_steps=max(1, plan.max_steps // 2), batch_size=plan.batch_size,
                                     max_length=plan.max_length),
             "frozen probe": probe_method(embed),
@@ -436,19 +439,18 @@ def train_source_model(model:str, source_df:pd.DataFrame, labels:list, out_dir:s
     return out_dir
 
 # %% ../nbs/04_sparse_data.ipynb #55e70f84
-def tour_sparse_data(profile, out_dir:Path, seed:int=0)->dict:
+def tour_sparse_data(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: accuracy at the smallest k on the tweets, plain fine-tuning against the other methods."
-    import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from finetune_book.data import load_tweets, sample_rows, split_data, TWEET_LABELS
-    plan = sparse_plan(profile)
-    parts = split_data(load_tweets(), seed=seed)
-    test = sample_rows(parts["test"], plan.n_test, seed=seed)
+    from finetune_book.data import TWEET_LABELS
+    from finetune_book.train import TourRun
+    tour = TourRun(profile, out_dir, seed, progress)
+    plan = sparse_plan(tour.profile)
+    train, test = tour.tweets(None, plan.n_test)
     methods = sparse_methods(plan, EmbeddingCache(plan.encoder, plan.max_length))
     tour_methods = {m: methods[m] for m in ("full fine-tuning", "SetFit", "frozen probe", "prototypes")}
     k = min(plan.ks)
-    curve = learning_curve(tour_methods, parts["train"], test, (k,), plan.seeds, labels=list(TWEET_LABELS),
-                           progress=False)
+    curve = learning_curve(tour_methods, train, test, (k,), plan.seeds, labels=list(TWEET_LABELS), progress=progress)
     s = curve_summary(curve).set_index("method")
     best = s.drop(index="full fine-tuning")["mean"].idxmax()
     wins = int(margins(curve, "full fine-tuning").set_index("method").loc[best, "wins"])  # seeds it beat fine-tuning
@@ -456,8 +458,8 @@ def tour_sparse_data(profile, out_dir:Path, seed:int=0)->dict:
     ax.bar(s.index, s["mean"], yerr=s["std"], capsize=5, color="tab:blue")
     ax.set_ylabel("test accuracy"); ax.set_ylim(0, 1); ax.set_title(f"Tweets, k={k} per class, {len(plan.seeds)} seeds")
     ax.tick_params(axis="x", rotation=15); fig.tight_layout()
-    fig.savefig(Path(out_dir)/"sparse_data_k_shot.png", dpi=100); plt.close("all")
-    return dict(k=k, seeds=len(plan.seeds), test_rows=len(test), best_method=best,
-                best_accuracy=float(s.loc[best, "mean"]), best_accuracy_std=float(s.loc[best, "std"]), best_wins=wins,
-                finetune_accuracy=float(s.loc["full fine-tuning", "mean"]),
-                finetune_accuracy_std=float(s.loc["full fine-tuning", "std"]), plots=["sparse_data_k_shot.png"])
+    tour.save_plot(fig, "sparse_data_k_shot.png")
+    return tour.result(k=k, seeds=len(plan.seeds), test_rows=len(test), best_method=best,
+                       best_accuracy=float(s.loc[best, "mean"]), best_accuracy_std=float(s.loc[best, "std"]), best_wins=wins,
+                       finetune_accuracy=float(s.loc["full fine-tuning", "mean"]),
+                       finetune_accuracy_std=float(s.loc["full fine-tuning", "std"]))

@@ -7,7 +7,7 @@ Docs: https://finetune-book.github.io/finetune-book/finetune.html.md"""
 # %% ../nbs/02_finetune.ipynb #d22ec473
 from __future__ import annotations
 import math, tempfile, time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +18,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import make_pipeline
 
-from .core import Profile, get_device, get_profile, load_classifier, set_seed
-from .data import TWEET_LABELS, load_splits, tokenize_table, validate_table
+from .core import Profile, check_texts, get_device, get_profile, load_classifier, set_seed
+from .data import TWEET_LABELS, load_splits, load_tweets, sample_rows, split_data, tokenize_table, validate_table
 
 # %% auto #0
 __all__ = ['encode_data', 'seed_recipe_train', 'classification_metrics', 'FineTuneResult', 'fine_tune', 'predict_proba',
            'predict', 'evaluate_classifier', 'tfidf_baseline', 'compare_recipes', 'plot_history', 'plot_confusion',
-           'fine_tune_seeds', 'tour_finetune']
+           'fine_tune_seeds', 'TourRun', 'tour_finetune']
 
 # %% ../nbs/02_finetune.ipynb #2ae29ae6
 def encode_data(data, # (text, label_id) pairs, as in the seed article
@@ -144,11 +144,7 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
 # %% ../nbs/02_finetune.ipynb #e6bb739b
 def predict_proba(model, tokenizer, texts:list, batch_size:int=64, max_length:int=128)->np.ndarray:
     "Class probabilities for `texts`, shape `(len(texts), n_classes)`."
-    if isinstance(texts, str): raise ValueError("texts must be a list of strings, not one string; wrap it: [text].")
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad: raise ValueError(f"texts must be non-empty strings; positions {bad[:5]} are empty or not strings.")
-    if not texts: raise ValueError("texts is empty; pass at least one text.")
+    texts = check_texts(texts)
     model.eval(); device = next(model.parameters()).device; out = []
     order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
     with torch.no_grad():
@@ -257,24 +253,61 @@ def fine_tune_seeds(model_name:str, data:dict, labels:list, seeds:tuple=(0, 1, 2
                          best_epoch=float(best.loc[best.eval_macro_f1.idxmax(), "epoch"]) if len(best) else np.nan))
     return pd.DataFrame(rows)
 
+# %% ../nbs/02_finetune.ipynb #tourrun
+@dataclass
+class TourRun:
+    "One chapter's entry in `finetune-book tour`: profile, output folder and seed; the tweets, plots and progress it shares."
+    profile: Profile        # the run profile whose sizes the chapter uses
+    out_dir: Path           # where plots are written
+    seed: int = 0           # every split, sample and training run of the entry draws from it
+    progress: bool = False  # a bar over the chapter's runs, on stderr
+    plots: list = field(default_factory=list)
+
+    def __post_init__(self):
+        import matplotlib; matplotlib.use("Agg", force=False)  # plots go to files; no window opens
+        self.profile = self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
+        self.out_dir = Path(self.out_dir)
+
+    def tweets(self, n_train:int=None, n_test:int=None)->tuple:
+        "`(train, test)` from the leak-free tweet split, each a seeded stratified sample (`None`: the whole part)."
+        parts = split_data(load_tweets(), seed=self.seed)
+        pick = lambda df, n: df if n is None else sample_rows(df, n, seed=self.seed)
+        return pick(parts["train"], n_train), pick(parts["test"], n_test)
+
+    def steps(self, items, desc:str)->list:
+        "`items`, shown as a progress bar when `progress` is on."
+        from tqdm import tqdm
+        return tqdm(list(items), desc=desc, disable=not self.progress, leave=False)
+
+    def save_plot(self, fig, name:str):
+        "Write `fig` to `out_dir/name`, close it, and list it among the entry's plots."
+        import matplotlib.pyplot as plt
+        fig.savefig(self.out_dir/name, dpi=100); plt.close(fig); self.plots.append(name)
+
+    def result(self, **metrics)->dict:
+        "The entry's metrics with its plots, as `tour` records them."
+        return {**metrics, "plots": list(self.plots)}
+
 # %% ../nbs/02_finetune.ipynb #5e5ef36f
-def tour_finetune(profile:Profile, out_dir:Path, seed:int=0)->dict:
+def tour_finetune(profile:Profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline experiment: fine-tune on the tweets over the profile's seeds (mean and std), against TF-IDF; writes two plots."
-    import matplotlib; matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    tour = TourRun(profile, out_dir, seed, progress); profile = tour.profile
     data = load_splits("tweets", profile, seed=seed)
     kw = dict(epochs=profile.epochs, batch_size=profile.batch_size, max_length=profile.max_length)
-    run = fine_tune(profile.classifier, data["train"], TWEET_LABELS, data["validation"], seed=seed, progress=False, **kw)
-    scores = evaluate_classifier(run.model, run.tokenizer, data["test"], TWEET_LABELS)
     seeds = (seed,) + tuple(s for s in profile.seeds if s != seed)
-    per_seed = fine_tune_seeds(profile.classifier, data, TWEET_LABELS, seeds, first=run, **kw)
+    rows = []
+    for s in tour.steps(seeds, "finetune: seeds"):
+        if s == seed:  # the first seed's run is kept for the plots
+            run = fine_tune(profile.classifier, data["train"], TWEET_LABELS, data["validation"], seed=seed,
+                            progress=False, **kw)
+        rows.append(fine_tune_seeds(profile.classifier, data, TWEET_LABELS, (s,), first=run if s == seed else None, **kw))
+    per_seed = pd.concat(rows, ignore_index=True)
+    scores = evaluate_classifier(run.model, run.tokenizer, data["test"], TWEET_LABELS)
     base = tfidf_baseline(data["train"], data["test"], TWEET_LABELS)
-    out_dir = Path(out_dir)
-    plot_history(run.history).savefig(out_dir/"finetune_history.png", dpi=100)
-    plot_confusion(scores["confusion"]).savefig(out_dir/"finetune_confusion.png", dpi=100)
-    plt.close("all")
-    return dict(model=profile.classifier, train_rows=len(data["train"]), test_rows=len(data["test"]),
-                seeds=len(seeds), accuracy=float(per_seed.accuracy.mean()), accuracy_std=float(per_seed.accuracy.std()),
-                macro_f1=float(per_seed.macro_f1.mean()), macro_f1_std=float(per_seed.macro_f1.std()),
-                baseline_accuracy=base["accuracy"], baseline_macro_f1=base["macro_f1"],
-                train_seconds=float(per_seed.seconds.mean()), plots=["finetune_history.png", "finetune_confusion.png"])
+    tour.save_plot(plot_history(run.history), "finetune_history.png")
+    tour.save_plot(plot_confusion(scores["confusion"]), "finetune_confusion.png")
+    return tour.result(model=profile.classifier, train_rows=len(data["train"]), test_rows=len(data["test"]),
+                       seeds=len(seeds), accuracy=float(per_seed.accuracy.mean()), accuracy_std=float(per_seed.accuracy.std()),
+                       macro_f1=float(per_seed.macro_f1.mean()), macro_f1_std=float(per_seed.macro_f1.std()),
+                       baseline_accuracy=base["accuracy"], baseline_macro_f1=base["macro_f1"],
+                       train_seconds=float(per_seed.seconds.mean()))

@@ -19,3 +19,22 @@ def minilm_tokenizer():
 def tweets():
     from finetune_book.data import load_tweets
     return load_tweets()
+
+
+NOTEBOOK_BUDGET_S = 90  # each chapter's `test` run should fit in this; printed, not asserted (timings are noisy)
+_notebook_seconds = {}
+
+
+@pytest.fixture(scope="session")
+def notebook_seconds():
+    "Where `test_notebooks` records how long each notebook took; the table is printed at the end of the run."
+    return _notebook_seconds
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _notebook_seconds: return
+    tr = terminalreporter
+    tr.section(f"notebooks under the test profile (budget {NOTEBOOK_BUDGET_S} s each)")
+    for nb, s in sorted(_notebook_seconds.items(), key=lambda kv: -kv[1]):
+        tr.write_line(f"{nb:<36} {s:6.0f} s" + ("   over budget" if s > NOTEBOOK_BUDGET_S else ""))
+    tr.write_line(f"{'all notebooks':<36} {sum(_notebook_seconds.values()):6.0f} s")

@@ -20,31 +20,69 @@ def cli(*args, timeout=600):
     ([], 2, "required"),
     (["dance"], 2, "invalid choice"),
     (["tour", "--profile", "laptop"], 2, "invalid choice"),
+    (["tour", "--profile", "cpu", "--full"], 2, "not allowed with"),
     (["tour", "--chapters", "nope"], 1, "Unknown chapter"),
     (["tour", "--seed", "-3"], 1, "--seed"),
     (["bench", "--rows", "5"], 1, "at least 16"),
     (["bench", "--rows", "many"], 2, "invalid int"),
 ])
-def test_bad_arguments_give_one_line_and_nonzero_exit(args, code, message):
-    r = cli(*args)
-    assert r.returncode == code
-    assert message in r.stderr
-    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+def test_bad_arguments_give_one_line_and_nonzero_exit(args, code, message, capsys):
+    from finetune_book.cli import main
+    try: status = main(args)
+    except SystemExit as e: status = e.code
+    err = capsys.readouterr().err
+    assert status == code and message in err
+    assert "Traceback" not in err and err.strip().count("\n") == 0
 
 
-def test_tour_writes_results_report_and_plots(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "finetune", "--out", str(tmp_path))  # one chapter keeps it short
-    assert r.returncode == 0, r.stderr[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["profile"] == "test"
-    ft = results["chapters"]["finetune"]
+def test_console_script_runs_and_says_how_long_the_tour_takes():
+    r = cli("tour", "--help")
+    assert r.returncode == 0 and "Quick (default" in r.stdout and "--resume" in r.stdout
+    r = cli("dance")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def quick_tour(tmp_path_factory):
+    "The default tour (every chapter, test-profile sizes, seed 0), run once in this process for all the checks below."
+    from finetune_book.cli import run_tour
+    out, lines = tmp_path_factory.mktemp("tour"), []
+    results = run_tour("test", None, out, seed=0, log=lines.append)
+    return results, out, lines
+
+
+def test_tour_writes_results_report_plots_and_progress_lines(quick_tour):
+    from finetune_book.cli import TOUR_CHAPTERS
+    results, out, lines = quick_tour
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert results["profile"] == "test" and list(results["chapters"]) == list(TOUR_CHAPTERS)
+    assert not [k for k, v in results["chapters"].items() if "error" in v]
+    assert [l.split(":")[0] for l in lines[::2]] == [f"[{i}/7] {ch} (test profile)" for i, ch in enumerate(TOUR_CHAPTERS, 1)]
+    for ch, metrics in results["chapters"].items():
+        for plot in metrics["plots"]: assert (out / plot).stat().st_size > 1000, (ch, plot)
+    report = (out / "report.md").read_text()
+    assert "| finetune | macro_f1 |" in report and "| explainability | comprehensiveness_random |" in report
+
+
+def test_tour_finetune_entry(quick_tour):
+    ft = quick_tour[0]["chapters"]["finetune"]
     assert ft["train_rows"] == 320 and ft["test_rows"] == 200 and ft["seeds"] == 2
     assert on_grid(ft["accuracy"], 2 * 200) and on_grid(ft["baseline_accuracy"], 200)  # seeds' mean on the test rows
     assert ft["plots"] == ["finetune_history.png", "finetune_confusion.png"]
-    for plot in ft["plots"]:
-        assert (tmp_path / plot).stat().st_size > 1000
-    assert "| finetune | macro_f1 |" in (tmp_path / "report.md").read_text()
-    assert "| finetune | accuracy |" in r.stdout
+
+
+def test_tour_seed_reaches_the_chapter_and_an_interrupted_tour_keeps_its_first_chapter(quick_tour, tmp_path):
+    from finetune_book.cli import run_tour
+    def stop_before_second(line):
+        if line.startswith("[2/2]") and "expected" in line: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_tour("test", ["finetune", "compute"], tmp_path, seed=1, log=stop_before_second)
+    kept = json.loads((tmp_path / "results.json").read_text())
+    assert list(kept["chapters"]) == ["finetune"] and kept["seed"] == 1
+    seed0, seed1 = quick_tour[0]["chapters"]["finetune"], kept["chapters"]["finetune"]
+    assert (seed0["accuracy"], seed0["macro_f1"]) != (seed1["accuracy"], seed1["macro_f1"])  # other splits and runs
+    resumed = run_tour("test", ["finetune"], tmp_path, seed=1, resume=True, log=lambda m: None)
+    assert resumed["chapters"]["finetune"] == seed1                      # skipped, not trained again
 
 
 def test_bench_json_is_the_last_line():
@@ -115,10 +153,9 @@ def test_audit_latin1_file_and_json_output(tmp_path):
     assert (out / "report.md").exists() and (out / "profile.png").stat().st_size > 1000
 
 
-def test_tour_data_quality_entry(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "data_quality", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-2000:]
-    dq = json.loads((tmp_path / "results.json").read_text())["chapters"]["data_quality"]
+def test_tour_data_quality_entry(quick_tour):
+    dq = quick_tour[0]["chapters"]["data_quality"]
+    tmp_path = quick_tour[1]
     assert dq["bbc_precision"] >= 0.7 and dq["bbc_recall"] >= 0.7
     assert dq["train_rows"] == 320
     assert dq["label_issues"] <= dq["removed_by_cleaning"] < dq["train_rows"]   # every label issue is removed
@@ -126,10 +163,9 @@ def test_tour_data_quality_entry(tmp_path):
     assert dq["label_issues"] > 0 and (tmp_path / "data_quality_clean.png").exists()
 
 
-def test_tour_sparse_data_entry(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "sparse_data", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-2000:]
-    sd = json.loads((tmp_path / "results.json").read_text())["chapters"]["sparse_data"]
+def test_tour_sparse_data_entry(quick_tour):
+    sd = quick_tour[0]["chapters"]["sparse_data"]
+    tmp_path = quick_tour[1]
     assert sd["k"] == 2 and sd["seeds"] == 2
     from finetune_book.sparse import sparse_plan
     assert sd["test_rows"] == sparse_plan("test").n_test
@@ -137,10 +173,9 @@ def test_tour_sparse_data_entry(tmp_path):
     assert (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000
 
 
-def test_tour_compute_entry(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "compute", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-2000:]
-    c = json.loads((tmp_path / "results.json").read_text())["chapters"]["compute"]
+def test_tour_compute_entry(quick_tour):
+    c = quick_tour[0]["chapters"]["compute"]
+    tmp_path = quick_tour[1]
     assert c["params_exact"] and c["memory_configs"] == 3
     assert c["max_error_pct"] <= 15
     assert 0 < c["lora_trainable_share"] < 0.1
@@ -149,21 +184,18 @@ def test_tour_compute_entry(tmp_path):
 
 
 
-def test_tour_explainability_entry(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "explainability", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-2000:]
-    e = json.loads((tmp_path / "results.json").read_text())["chapters"]["explainability"]
+def test_tour_explainability_entry(quick_tour):
+    e = quick_tour[0]["chapters"]["explainability"]
+    tmp_path = quick_tour[1]
     methods = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
     assert e["texts"] == 12 and all(f"comprehensiveness_{m}" in e and f"sufficiency_{m}" in e for m in methods)
     assert e["comprehensiveness_leave_one_out"] > e["comprehensiveness_random"]  # the best one-token eraser beats random
-    assert "| explainability | comprehensiveness_random |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "explainability_aopc.png").stat().st_size > 1000
 
 
-def test_tour_fairness_entry(tmp_path):
-    r = cli("tour", "--profile", "test", "--chapters", "fairness", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-2000:]
-    f = json.loads((tmp_path / "results.json").read_text())["chapters"]["fairness"]
+def test_tour_fairness_entry(quick_tour):
+    f = quick_tour[0]["chapters"]["fairness"]
+    tmp_path = quick_tour[1]
     from finetune_book.fairness import fairness_plan
     plan = fairness_plan("test")
     assert f["seeds"] == 2 and f["probes"] == plan.n_probes
@@ -187,11 +219,10 @@ def test_memory_offline_hub_id_is_one_clear_line():
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "short name" in r.stderr
 
 
-def test_tour_llm_entry(tmp_path):
+def test_tour_llm_entry(quick_tour):
     from finetune_book.llm import LLM_PLANS
-    r = cli("tour", "--profile", "test", "--chapters", "llm", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-2000:]
-    llm = json.loads((tmp_path / "results.json").read_text())["chapters"]["llm"]
+    llm = quick_tour[0]["chapters"]["llm"]
+    tmp_path = quick_tour[1]
     plan = LLM_PLANS["test"]
     assert llm["steps"] == plan.steps and llm["test_prompts"] == plan.n_test
     assert llm["zero_shot_accuracy"] <= llm["zero_shot_format"] and llm["tuned_accuracy"] <= llm["tuned_format"]

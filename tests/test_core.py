@@ -122,5 +122,5 @@ def test_no_trust_remote_code_anywhere():
     class AutoModelFake:  # what the loader is asked for, without loading anything
         @staticmethod
         def from_pretrained(location, **kw): return kw
-    kw = core._load(AutoModelFake, core.ModelSource("x", "x"))
+    kw = core.load_pretrained(AutoModelFake, core.ModelSource("x", "x"))
     assert kw["trust_remote_code"] is False and kw["use_safetensors"] is True

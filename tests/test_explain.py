@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from finetune_book.data import TWEET_LABELS, sample_rows, split_data
-from finetune_book.explain import (METHODS, Attribution, _cls_states, aopc, attention_maps, attribute, attribute_many,
+from finetune_book.explain import (ATTRIBUTION_METHODS, Attribution, _cls_states, aopc, attention_maps, attribute, attribute_many,
                                    cascading_randomization, class_probs, concept_vector, erasure_curves, explorer,
                                    highlight_html, ig_baseline, randomization_stages, rationale_ids, reinitialize,
                                    special_attention_share, tcav)
@@ -35,7 +35,7 @@ def test_attribute_scores_exactly_the_text_tokens(trained):
     model, tok = trained
     from finetune_book.train import predict_proba
     p = predict_proba(model, tok, [TEXT])[0]  # the train module's own path to the probabilities
-    for method in METHODS:
+    for method in ATTRIBUTION_METHODS:
         a = attribute(model, tok, TEXT, method=method, n_steps=8)
         assert a.tokens == tok.tokenize(TEXT)                       # special tokens left out, nothing else
         assert len(a.scores) == len(a.tokens) and np.isfinite(a.scores).all()
@@ -110,10 +110,10 @@ def test_rationale_removes_or_keeps_the_top_tokens():
 def test_leave_one_out_is_the_best_single_token_eraser(trained, texts):
     "With a one-token rationale, leave-one-out's comprehensiveness is the largest possible: no method can beat it."
     model, tok = trained
-    attrs = attribute_many(model, tok, texts, METHODS, n_steps=8)
+    attrs = attribute_many(model, tok, texts, ATTRIBUTION_METHODS, n_steps=8)
     curves = erasure_curves(model, tok, attrs, fractions=(0.01,)).pivot(index="text", columns="method",
                                                                           values="comprehensiveness")
-    for m in METHODS:
+    for m in ATTRIBUTION_METHODS:
         assert (curves["leave_one_out"] >= curves[m] - 1e-5).all(), m
 
 

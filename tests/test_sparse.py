@@ -5,7 +5,7 @@ import pytest
 
 from finetune_book.data import TWEET_LABELS, sample_rows, split_data
 from finetune_book.sparse import (EmbeddingCache, augment_table, curve_summary, eda, finetune_method,
-                                  judge_paraphrases, learning_curve, load_synonyms, lora_config, margins,
+                                  judge_paraphrases, learning_curve, load_synonyms, encoder_lora_config, margins,
                                   probe_method, sample_k_shot, sparse_plan, table_augmenter)
 
 
@@ -101,7 +101,7 @@ def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits, monkey
         return real_predict(model, tok, texts, **kw)
     monkeypatch.setattr(sparse, "predict", spy)
     method = finetune_method("minilm", epochs=1, max_steps=2, batch_size=4, lr=1e-3, max_length=32,
-                             peft_config=lora_config())
+                             peft_config=encoder_lora_config())
     pred = method(sample_k_shot(tweet_splits["train"], 2, seed=0), ["late again", "great crew"], TWEET_LABELS, 0)
     assert set(pred) <= set(TWEET_LABELS)
     base = load_classifier("minilm", labels=TWEET_LABELS)[0].state_dict()

@@ -1,0 +1,133 @@
+"""The package's structure: one name per idea, dependencies that point back in the book, pages whose code runs."""
+import ast
+import builtins
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+PKG, NBS = ROOT / "finetune_book", ROOT / "nbs"
+
+
+def chapter_order()->dict:
+    "Module name -> chapter number, read from each notebook's `default_exp`."
+    order = {}
+    for nb in sorted(NBS.glob("[0-9][0-9]_*.ipynb")):
+        m = re.search(r"#\|\s*default_exp\s+(\w+)", nb.read_text())
+        if m: order[m.group(1)] = int(nb.name[:2])
+    return order
+
+
+def module_trees()->dict:
+    return {p.stem: ast.parse(p.read_text()) for p in sorted(PKG.glob("*.py")) if not p.name.startswith("_")}
+
+
+def package_imports(tree)->list:
+    "`(module, name)` for every `from finetune_book.x import name` / `from .x import name`, at any depth."
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mod = node.module.removeprefix("finetune_book.").lstrip(".")
+            if node.level or node.module.startswith("finetune_book."): out += [(mod, a.name) for a in node.names]
+    return out
+
+
+def exported(tree)->list:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return [e.value for e in node.value.elts]
+    return []
+
+
+def test_no_exported_name_in_two_modules():
+    where = {}
+    for mod, tree in module_trees().items():
+        for name in exported(tree): where.setdefault(name, []).append(mod)
+    assert {n: m for n, m in where.items() if len(m) > 1} == {}
+
+
+def test_modules_import_only_earlier_chapters_and_no_private_helpers():
+    order, problems = chapter_order(), []
+    for mod, tree in module_trees().items():
+        for dep, name in package_imports(tree):
+            if dep in order and mod in order and order[dep] > order[mod]: problems.append(f"{mod} imports later {dep}")
+            if name.startswith("_"): problems.append(f"{mod} imports private {dep}.{name}")
+    assert problems == []
+
+
+def test_the_structure_checks_can_fail():  # a planted backward import and a private import are caught
+    tree = ast.parse("from finetune_book.llm import generate\nfrom .core import _load\n")
+    assert package_imports(tree) == [("llm", "generate"), ("core", "_load")]
+    assert chapter_order()["llm"] > chapter_order()["sparse"]
+
+
+def _directives(src:str)->dict:
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^#\|\s*([\w-]+):?\s*(.*)$", src, re.M)}
+
+
+def _defined_and_used(tree)->tuple:
+    defined, used = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): defined.add(node.name)
+        elif isinstance(node, ast.Name): (used if isinstance(node.ctx, ast.Load) else defined).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.arg): defined.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name: defined.add(node.name)
+    return defined, used
+
+
+def hidden_only_names(nb:dict)->list:
+    "`(cell index, names)` for visible code cells that use names only a hidden cell above defines."
+    visible, hidden, bad = set(), set(), []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code": continue
+        src = "".join(cell["source"])
+        code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!")))
+        try: defined, used = _defined_and_used(ast.parse(code))
+        except SyntaxError: continue
+        d = _directives(src)
+        if "hide" in d or d.get("echo") == "false": hidden |= defined; continue
+        missing = sorted(n for n in used - defined - visible if n in hidden and not hasattr(builtins, n))
+        if missing: bad.append((i, missing))
+        visible |= defined
+    return bad
+
+
+@pytest.mark.parametrize("nb", sorted(p.name for p in NBS.glob("*.ipynb")))
+def test_visible_cells_run_by_themselves(nb):
+    assert hidden_only_names(json.loads((NBS / nb).read_text())) == []
+
+
+def test_hidden_only_names_finds_a_hidden_import():
+    cell = lambda src: {"cell_type": "code", "source": [src]}
+    nb = {"cells": [cell("#| hide\nimport numpy as np"), cell("x = np.zeros(3)"), cell("import numpy as np\ny = np.ones(2)")]}
+    assert hidden_only_names(nb) == [(1, ["np"])]
+
+
+def repeated_blocks(files:list, n:int=6)->list:
+    "Runs of `n` identical non-trivial lines (stripped; blank, comment, import and `# %%` lines skipped) seen twice."
+    seen, dupes = {}, []
+    for f in files:
+        lines = [(i + 1, l.strip()) for i, l in enumerate(Path(f).read_text().splitlines())]
+        lines = [(i, l) for i, l in lines if l and not l.startswith(("#", "import ", "from ")) and len(l) > 3]
+        for k in range(len(lines) - n + 1):
+            key = tuple(l for _, l in lines[k:k + n])
+            where = (Path(f).name, lines[k][0])
+            if key in seen and seen[key][0] != where[0] or key in seen and abs(seen[key][1] - where[1]) >= n:
+                dupes.append((seen[key], where))
+            seen.setdefault(key, where)
+    return dupes
+
+
+def test_no_block_of_six_lines_written_twice():
+    files = [p for p in sorted(PKG.glob("*.py")) if p.name != "_modidx.py"]
+    assert repeated_blocks(files) == []
+
+
+def test_repeated_blocks_can_fail(tmp_path):
+    body = "".join(f"    x{i} = compute({i})\n" for i in range(6))
+    (tmp_path / "a.py").write_text("def f():\n" + body); (tmp_path / "b.py").write_text("def g():\n" + body)
+    assert len(repeated_blocks([tmp_path / "a.py", tmp_path / "b.py"])) == 1
