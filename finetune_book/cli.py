@@ -50,7 +50,8 @@ def summary_table(results:dict)->str:
 def write_report(results:dict, out_dir:Path)->Path:
     "Write `results.json` and `report.md` into `out_dir`; return the report's path."
     out_dir = Path(out_dir)
-    (out_dir/"results.json").write_text(json.dumps(results, indent=2))
+    tmp = out_dir/"results.json.tmp"  # written whole, then renamed: Ctrl-C mid-write leaves the last good file
+    tmp.write_text(json.dumps(results, indent=2)); tmp.replace(out_dir/"results.json")
     plots = [p for m in results["chapters"].values() for p in m.get("plots", [])]
     md = [f"# finetune-book tour ({results['profile']} profile, seed {results.get('seed', 0)})", "",
           f"Size: {results.get('size', results['profile'])}", "", f"Machine: {results['machine']}", "",
@@ -71,10 +72,13 @@ TOUR_SIZE_NOTES = {  # what the report says about the size it ran at
     "test": ("quick: the test profile's sizes (a few hundred rows, 2 seeds). It runs every chapter's code and shows "
              "its measurements; comparisons that need data (fine-tuning against TF-IDF, raw against cleaned data, "
              "augmentation against none) can come out the other way at this size: `finetune-book tour --full` "
-             "reproduces the chapters' own numbers."),
+             "runs the sizes the chapters' pages are executed at."),
     "cpu": "full: the cpu profile's sizes, as the chapters' pages were executed.",
     "gpu": "full: the gpu profile's sizes (hub models, full sets).",
 }
+
+def _duration(seconds:float)->str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 def expected_seconds(chapter:str, profile:str)->float|None:
     "The measured wall time of `chapter` under `profile`, or `None` if nobody has measured it."
@@ -85,15 +89,17 @@ def tour_duration(profile:str, chapters:list=None)->str:
     chapters = list(TOUR_CHAPTERS) if chapters is None else chapters
     known = [expected_seconds(c, profile) for c in chapters]
     total = sum(s for s in known if s)
-    if all(known): return f"about {total / 60:.0f} min on 2 cores"
+    if all(known): return f"about {_duration(total)} on 2 cores"
     if not any(known): return "not measured yet"
-    return f"at least {total / 60:.0f} min on 2 cores ({sum(not s for s in known)} of {len(known)} chapters not measured)"
+    return f"at least {_duration(total)} on 2 cores ({sum(not s for s in known)} of {len(known)} chapters not measured)"
 
 def tour_profile(profile:str=None, # an explicit profile wins
                  full:bool=False, # the machine's own profile instead of the quick one
                 )->str:
-    "The profile a tour runs: `profile` if given, else the machine's with `full`, else the quick tour's (`test`)."
+    "The profile a tour runs: `profile` if given; the machine's with `full` or `FINETUNE_BOOK_PROFILE` set; else quick (`test`)."
+    import os
     if profile: return get_profile(profile).name
+    full = full or bool(os.environ.get("FINETUNE_BOOK_PROFILE", "").strip())
     return get_profile(TOUR_SIZES["full" if full else "quick"]).name
 
 # %% ../nbs/10_cli.ipynb #13c24670
@@ -122,7 +128,7 @@ def _check_tour(chapters:list, seed:int)->list:
     if seed < 0: raise ValueError(f"--seed must be >= 0, got {seed}.")
     return chapters
 
-def run_tour(profile:str=None, # `test`, `cpu` or `gpu`; `None` detects it
+def run_tour(profile:str=None, # `test`, `cpu` or `gpu`; `None`: this machine's (the command line's default is quick, `test`)
              chapters:list=None, # chapter keys from `TOUR_CHAPTERS`; `None` runs all
              out_dir:str="tour-results",
              seed:int=0, # every chapter's splits, samples and training runs draw from it
@@ -134,14 +140,14 @@ def run_tour(profile:str=None, # `test`, `cpu` or `gpu`; `None` detects it
     chapters = _check_tour(chapters, seed)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     done = _load_previous(out, p.name, seed) if resume else {}
-    results = {"profile": p.name, "size": TOUR_SIZE_NOTES[p.name], "seed": seed, "machine": machine_info(), "chapters": {}}
+    results = {"profile": p.name, "size": TOUR_SIZE_NOTES[p.name], "seed": seed, "machine": machine_info(),
+               "chapters": dict(done)}  # resumed: every chapter finished before stays in the report
     for i, ch in enumerate(chapters, 1):
         step = f"[{i}/{len(chapters)}] {ch}"
         if ch in done:
-            results["chapters"][ch] = done[ch]; write_report(results, out)
             log(f"{step}: done already in {out} (resumed)"); continue
         expected = expected_seconds(ch, p.name)
-        log(f"{step} ({p.name} profile): expected " + (f"about {expected / 60:.0f} min" if expected else "time not measured yet"))
+        log(f"{step} ({p.name} profile): expected " + (f"about {_duration(expected)}" if expected else "time not measured yet"))
         start = time.perf_counter(); set_seed(seed)
         try: metrics = _tour_function(ch)(p, out, seed=seed, progress=progress)
         except Exception as e: metrics = {"error": _record_error(out, ch, e)}
@@ -244,14 +250,21 @@ def _tour_help()->str:
     return ("Run each chapter's headline experiment and write a report. Quick (default, the test profile's sizes): "
             f"{tour_duration('test')}. --full (cpu profile on a CPU): {tour_duration('cpu')}.")
 
-def _parser()->argparse.ArgumentParser:
+def _memory_choices(argv:list=None)->dict:
+    "The `memory` command's choices, from the compute chapter; imported only when the command line asks for `memory`."
+    argv = sys.argv[1:] if argv is None else argv
+    if "memory" not in argv: return dict(method=None, precision=None, optimizer=None, target=None)
     from finetune_book.compute import MEMORY_TARGETS, OPTIMIZER_STATE_BYTES, PRECISIONS, TRAINING_METHODS
+    return dict(method=TRAINING_METHODS, precision=PRECISIONS, optimizer=list(OPTIMIZER_STATE_BYTES), target=MEMORY_TARGETS)
+
+def _parser(argv:list=None)->argparse.ArgumentParser:
+    choices = _memory_choices(argv)
     p = _Parser(prog="finetune-book", description="Reproduce the measured results of the finetune-book chapters.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("tour", help="run each chapter's headline experiment and write a report", description=_tour_help())
     size = t.add_mutually_exclusive_group()
     size.add_argument("--profile", choices=sorted(PROFILES), help="run profile (default: test, the quick tour)")
-    size.add_argument("--full", action="store_true", help="the machine's own profile: the chapters' own numbers")
+    size.add_argument("--full", action="store_true", help="the machine's own profile: the sizes the chapters' pages use")
     t.add_argument("--chapters", nargs="+", metavar="CHAPTER", help=f"chapters to run: {', '.join(TOUR_CHAPTERS)}")
     t.add_argument("--out", default=_default(run_tour, "out_dir"), help="output folder (default: %(default)s)")
     t.add_argument("--seed", type=int, default=_default(run_tour, "seed"))
@@ -272,13 +285,13 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     m = sub.add_parser("memory", help="estimate a model's peak training memory from its config (no weights loaded)")
     m.add_argument("model", help="a short name (minilm, smollm2-135m), a folder with a config.json, or a hub id")
-    m.add_argument("--method", choices=TRAINING_METHODS, default=_default(run_memory, "method"))
-    m.add_argument("--precision", choices=PRECISIONS, default=_default(run_memory, "precision"))
+    m.add_argument("--method", choices=choices["method"], default=_default(run_memory, "method"))
+    m.add_argument("--precision", choices=choices["precision"], default=_default(run_memory, "precision"))
     m.add_argument("--batch", type=int, default=_default(run_memory, "batch"), help="texts per batch (default %(default)s)")
     m.add_argument("--seq", type=int, default=_default(run_memory, "seq"), help="tokens per text (default %(default)s)")
-    m.add_argument("--optimizer", choices=list(OPTIMIZER_STATE_BYTES), default=_default(run_memory, "optimizer"))
+    m.add_argument("--optimizer", choices=choices["optimizer"], default=_default(run_memory, "optimizer"))
     m.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
-    m.add_argument("--target", choices=MEMORY_TARGETS, default=_default(run_memory, "target"),
+    m.add_argument("--target", choices=choices["target"], default=_default(run_memory, "target"),
                    help="whose attention kernels to assume")
     m.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     c = sub.add_parser("build", help="execute notebooks under a profile and stamp their provenance (authors)")
@@ -323,31 +336,39 @@ def _tour(args)->int:
 
 def main(argv:list=None)->int:
     "Entry point of the `finetune-book` console script; returns the exit status."
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "tour": return _tour(args)
-        elif args.command == "bench":
-            res = run_bench(args.profile, args.rows, args.seed)
-            _print_bench(res)
-            if args.json: print(json.dumps(res))
-        elif args.command == "audit":
-            res = run_audit(args.file, args.text, args.label, args.out, args.folds, args.seed,
-                            warn=lambda m: print(m, file=sys.stderr))
-            print("\n".join(f"{k}: {v}" for k, v in res["summary"].items()))
-            print(f"wrote {res['out']}/report.md, flagged.csv, profile.png")
-            if args.json: print(json.dumps(res))
-        elif args.command == "memory":
-            res = run_memory(args.model, args.method, args.precision, args.batch, args.seq, args.optimizer,
-                             args.checkpointing, args.target)
-            _print_memory(res)
-            if args.json: print(json.dumps(res))
-        elif args.command == "build":
-            from finetune_book.provenance import stamp_table
-            checks = run_build(args.notebooks, args.profile, args.nbs, args.timeout, args.check)
-            print(stamp_table(checks))
-            if any(c.status == "stale" for c in checks): return 1
+    args = _parser(argv).parse_args(argv)
+    try: return _command(args)
+    except KeyboardInterrupt:
+        print("finetune-book: interrupted", file=sys.stderr); return 130
     except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError, RuntimeError, MemoryError) as e:
         return _error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except Exception as e:  # a bug: still one line, with what to send
+        return _error(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (unexpected; please report it "
+                      "with the command you ran)")
+
+def _command(args)->int:
+    "Run the parsed command; errors propagate to `main`, which prints them as one line."
+    if args.command == "tour": return _tour(args)
+    elif args.command == "bench":
+        res = run_bench(args.profile, args.rows, args.seed)
+        _print_bench(res)
+        if args.json: print(json.dumps(res))
+    elif args.command == "audit":
+        res = run_audit(args.file, args.text, args.label, args.out, args.folds, args.seed,
+                        warn=lambda m: print(m, file=sys.stderr))
+        print("\n".join(f"{k}: {v}" for k, v in res["summary"].items()))
+        print(f"wrote {res['out']}/report.md, flagged.csv, profile.png")
+        if args.json: print(json.dumps(res))
+    elif args.command == "memory":
+        res = run_memory(args.model, args.method, args.precision, args.batch, args.seq, args.optimizer,
+                         args.checkpointing, args.target)
+        _print_memory(res)
+        if args.json: print(json.dumps(res))
+    elif args.command == "build":
+        from finetune_book.provenance import stamp_table
+        checks = run_build(args.notebooks, args.profile, args.nbs, args.timeout, args.check)
+        print(stamp_table(checks))
+        if any(c.status == "stale" for c in checks): return 1
     return 0
 
 # %% ../nbs/10_cli.ipynb #5de5d82b

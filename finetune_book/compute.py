@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .core import (OFFLINE_MODELS, Profile, load_pretrained, count_parameters, get_device, get_profile, plan_for,
+from .core import (OFFLINE_MODELS, Profile, load_pretrained, count_parameters, get_device, plan_for,
                                 load_causal_lm, load_classifier, resolve_model, set_seed)
 from .data import tokenize_table
 from .train import predict_proba
@@ -488,10 +488,11 @@ def measure_lever(model_name:str, lever:Lever, df:pd.DataFrame, labels:list, bat
 
 def compare_levers(model_name:str, levers:dict, # name -> `Lever`; the first is the baseline
                    df:pd.DataFrame, labels:list, batch_size:int=16, max_length:int=128, n_steps:int=8,
-                   seed:int=0)->pd.DataFrame:
+                   seed:int=0, progress:bool=False)->pd.DataFrame:
     "Each lever side by side in one run: seconds per step, peak memory and their ratios to the first lever."
-    rows = {name: measure_lever(model_name, lv, df, labels, batch_size, max_length, n_steps, seed)
-            for name, lv in levers.items()}
+    from tqdm import tqdm
+    rows = {name: measure_lever(model_name, levers[name], df, labels, batch_size, max_length, n_steps, seed)
+            for name in tqdm(list(levers), desc="compute: levers", disable=not progress, leave=False)}
     out = pd.DataFrame(rows).T.astype({"trainable": int})
     base = out.iloc[0]
     out["speedup"] = (base["seconds_per_step"] / out["seconds_per_step"]).round(2)
@@ -688,7 +689,8 @@ def tour_compute(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
               "checkpointing": Lever(group_by_length=True, gradient_checkpointing=True),
               "lora": Lever(group_by_length=True, method="lora")}
     rows = data["train"].iloc[:4 * plan.batch_size * (plan.lever_steps + 1)]
-    lt = compare_levers(plan.model, levers, rows, TWEET_LABELS, plan.batch_size, plan.max_length, plan.lever_steps, seed)
+    lt = compare_levers(plan.model, levers, rows, TWEET_LABELS, plan.batch_size, plan.max_length, plan.lever_steps, seed,
+                        progress=tour.progress)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.barh(lt.index, lt.peak_mb, color="tab:blue"); ax.set_xlabel("peak training memory (MB)")
     ax.set_title(f"{plan.model}, batch {plan.batch_size} (measured)"); fig.tight_layout()

@@ -348,7 +348,8 @@ def load_chat_model(name:str=None, # short name (`smollm2-135m`), folder or hub 
                    device:str=None, # `cpu`, `cuda`, ...; `None`: the fastest available
                   ):
     "An instruct decoder and its tokenizer, ready to chat: the packaged GGUF model offline, any hub model online."
-    model, tokenizer = load_causal_lm(name or get_profile().llm, dtype=dtype)
+    name = name or get_profile().llm
+    model, tokenizer = load_causal_lm(name, dtype=dtype)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{name!r} has no chat template: chatting needs an instruct (chat) model, e.g. "
                          "`smollm2-135m` or `HuggingFaceTB/SmolLM2-360M-Instruct`.")

@@ -369,7 +369,7 @@ def tour_data_quality(profile, out_dir:Path, seed:int=0, progress:bool=False)->d
     pr = precision_recall(find_label_issues(bbc.text, noisy, seed=seed).row, np.flatnonzero(flipped))
     splits = load_splits("tweets", profile.with_(n_train=plan.n_tweets), seed=seed)
     report = audit(splits["train"], seed=seed)
-    outcome = noisy_vs_cleaned(profile.classifier, splits["train"], splits["test"], list(TWEET_LABELS), profile.seeds,
+    outcome = noisy_vs_cleaned(profile.classifier, splits["train"], splits["test"], list(TWEET_LABELS), tour.seeds(profile.seeds),
                                report=report, epochs=plan.epochs, batch_size=profile.batch_size,
                                progress=tour.progress)
     means = outcome.groupby("train").accuracy.agg(["mean", "std"])

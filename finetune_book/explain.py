@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Profile, check_texts, get_profile, plan_for
+from .core import Profile, check_texts, plan_for
 
 # %% auto #0
 __all__ = ['EXPLAIN_PLANS', 'ATTRIBUTION_METHODS', 'FRACTIONS', 'ExplainPlan', 'explain_plan', 'eager_attention', 'encode_text',

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import Profile, check_texts, get_profile, plan_for
+from .core import Profile, check_texts, plan_for
 
 # %% auto #0
 __all__ = ['FAIRNESS_PLANS', 'EMOTION_STATES', 'EMOTION_SITUATIONS', 'EMOTION_SENTIMENT', 'TEMPLATES', 'PEOPLE', 'GENDER_PAIRS',
@@ -250,6 +250,7 @@ def counterfactual_table(df:pd.DataFrame, text_col:str="text", **swap_kwargs)->p
     "`df` plus a swapped copy (`counterfactual_augment`) of every row whose text changes, marked `augmented=True`; `df` is untouched."
     from finetune_book.core import require_columns
     require_columns(df, text_col)
+    if df.empty: return df.assign(augmented=False)
     swapped = pd.Series(counterfactual_augment(df[text_col].tolist(), **swap_kwargs), index=df.index)
     changed = swapped != df[text_col]
     copies = df[changed].assign(**{text_col: swapped[changed]})
@@ -319,7 +320,7 @@ def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     train, test = tour.tweets(plan.n_train, plan.n_test)
     probes = make_probe_set()
     probes = probes.sample(plan.n_probes, random_state=seed) if plan.n_probes else probes
-    jobs = [(s, v) for s in plan.seeds for v in ("untreated", "cda")]
+    jobs = [(s, v) for s in tour.seeds(plan.seeds) for v in ("untreated", "cda")]
     runs = pd.DataFrame([mitigation_run(v, train, test, probes, list(TWEET_LABELS), s, plan.model, plan.epochs, plan.lr,
                                         plan.max_length) for s, v in tour.steps(jobs, "fairness: runs")])
     s = mitigation_summary(runs)

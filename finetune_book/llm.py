@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (Profile, chat_messages, check_texts, format_prompt, generate, get_profile, plan_for,
+from .core import (Profile, chat_messages, check_texts, format_prompt, generate, plan_for,
                                  load_chat_model, require_columns, set_seed)
 from .data import TWEET_LABELS, validate_rows
 from .compute import saved_size
@@ -74,7 +74,8 @@ def make_instructions(df:pd.DataFrame, # labelled rows; left unchanged
                       max_chars:int=None, # cut longer texts at a word boundary (long articles cost time)
                      )->pd.DataFrame:
     "An instruction set: one `prompt` (the request with the row's text) and `response` (its label) per row."
-    validate_rows(df, text_col, label_col, labels)  # the data chapter's row checks: texts, NaN and unknown labels
+    as_text = df[label_col].map(lambda v: v if pd.isna(v) else str(v))  # answers are text: 1 and "1" are one label
+    validate_rows(df.assign(**{label_col: as_text}), text_col, label_col, [str(l) for l in labels])  # the data chapter's checks
     if "{text}" not in request: raise ValueError("request must contain '{text}' where the row's text goes.")
     texts = df[text_col] if max_chars is None else df[text_col].map(lambda t: _cut(t, max_chars))
     return pd.DataFrame({"prompt": [request.format(text=t) for t in texts],

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .core import Profile, generate, get_profile, plan_for, package_dir, require_columns, resolve_model, set_seed
+from .core import Profile, generate, plan_for, package_dir, require_columns, resolve_model, set_seed
 from .data import validate_table
 from .data_quality import encoder_load_error, load_sentence_encoder
 from .train import classification_metrics, fine_tune, predict
@@ -450,7 +450,8 @@ def tour_sparse_data(profile, out_dir:Path, seed:int=0, progress:bool=False)->di
     methods = sparse_methods(plan, EmbeddingCache(plan.encoder, plan.max_length))
     tour_methods = {m: methods[m] for m in ("full fine-tuning", "SetFit", "frozen probe", "prototypes")}
     k = min(plan.ks)
-    curve = learning_curve(tour_methods, train, test, (k,), plan.seeds, labels=list(TWEET_LABELS), progress=progress)
+    curve = learning_curve(tour_methods, train, test, (k,), tour.seeds(plan.seeds), labels=list(TWEET_LABELS),
+                           progress=progress)
     s = curve_summary(curve).set_index("method")
     best = s.drop(index="full fine-tuning")["mean"].idxmax()
     wins = int(margins(curve, "full fine-tuning").set_index("method").loc[best, "wins"])  # seeds it beat fine-tuning

@@ -259,7 +259,7 @@ class TourRun:
     "One chapter's entry in `finetune-book tour`: profile, output folder and seed; the tweets, plots and progress it shares."
     profile: Profile        # the run profile whose sizes the chapter uses
     out_dir: Path           # where plots are written
-    seed: int = 0           # every split, sample and training run of the entry draws from it
+    seed: int = 0           # the split, the samples and (through `seeds`) every training run draw from it
     progress: bool = False  # a bar over the chapter's runs, on stderr
     plots: list = field(default_factory=list)
 
@@ -273,6 +273,10 @@ class TourRun:
         parts = split_data(load_tweets(), seed=self.seed)
         pick = lambda df, n: df if n is None else sample_rows(df, n, seed=self.seed)
         return pick(parts["train"], n_train), pick(parts["test"], n_test)
+
+    def seeds(self, seeds:tuple)->tuple:
+        "A chapter's seeds shifted by the tour's seed: `(0, 1)` under `--seed 5` becomes `(5, 6)`."
+        return tuple(self.seed + s for s in seeds)
 
     def steps(self, items, desc:str)->list:
         "`items`, shown as a progress bar when `progress` is on."
@@ -294,13 +298,14 @@ def tour_finetune(profile:Profile, out_dir:Path, seed:int=0, progress:bool=False
     tour = TourRun(profile, out_dir, seed, progress); profile = tour.profile
     data = load_splits("tweets", profile, seed=seed)
     kw = dict(epochs=profile.epochs, batch_size=profile.batch_size, max_length=profile.max_length)
-    seeds = (seed,) + tuple(s for s in profile.seeds if s != seed)
+    seeds = tour.seeds(profile.seeds)
     rows = []
     for s in tour.steps(seeds, "finetune: seeds"):
-        if s == seed:  # the first seed's run is kept for the plots
-            run = fine_tune(profile.classifier, data["train"], TWEET_LABELS, data["validation"], seed=seed,
+        if s == seeds[0]:  # the first seed's run is kept for the plots
+            run = fine_tune(profile.classifier, data["train"], TWEET_LABELS, data["validation"], seed=s,
                             progress=False, **kw)
-        rows.append(fine_tune_seeds(profile.classifier, data, TWEET_LABELS, (s,), first=run if s == seed else None, **kw))
+        rows.append(fine_tune_seeds(profile.classifier, data, TWEET_LABELS, (s,), first=run if s == seeds[0] else None,
+                                    **kw))
     per_seed = pd.concat(rows, ignore_index=True)
     scores = evaluate_classifier(run.model, run.tokenizer, data["test"], TWEET_LABELS)
     base = tfidf_baseline(data["train"], data["test"], TWEET_LABELS)

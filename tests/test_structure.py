@@ -67,9 +67,10 @@ def _directives(src:str)->dict:
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^#\|\s*([\w-]+):?\s*(.*)$", src, re.M)}
 
 
-def _defined_and_used(tree)->tuple:
+def _names(nodes)->tuple:
+    "Names `nodes` define and use (loads), walking into everything they contain."
     defined, used = set(), set()
-    for node in ast.walk(tree):
+    for node in (n for top in nodes for n in ast.walk(top)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): defined.add(node.name)
         elif isinstance(node, ast.Name): (used if isinstance(node.ctx, ast.Load) else defined).add(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -79,21 +80,37 @@ def _defined_and_used(tree)->tuple:
     return defined, used
 
 
+def _defined_and_used(tree)->tuple:
+    "`(defined, used now, used later)`: names in function and class bodies are looked up when called, not when defined."
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    rest = [n for n in tree.body if n not in defs]
+    defined, used = _names(rest)
+    inner_defined, later = _names(defs)
+    return defined | {d.name for d in defs}, used, later - inner_defined
+
+
+KERNEL_NAMES = {"display", "get_ipython", "In", "Out"}  # what IPython itself puts in a notebook's namespace
+
+
 def hidden_only_names(nb:dict)->list:
-    "`(cell index, names)` for visible code cells that use names only a hidden cell above defines."
-    visible, hidden, bad = set(), set(), []
+    "`(cell index, names)` for visible code cells that use names no visible cell defines or imports (above, for top-level code)."
+    visible, bad, deferred = set(), [], []
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code": continue
         src = "".join(cell["source"])
         code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!")))
-        try: defined, used = _defined_and_used(ast.parse(code))
+        try: defined, used, later = _defined_and_used(ast.parse(code))
         except SyntaxError: continue
         d = _directives(src)
-        if "hide" in d or d.get("echo") == "false": hidden |= defined; continue
-        missing = sorted(n for n in used - defined - visible if n in hidden and not hasattr(builtins, n))
+        if "hide" in d or d.get("echo") == "false": continue
+        missing = sorted(n for n in used - defined - visible if not hasattr(builtins, n) and n not in KERNEL_NAMES)
         if missing: bad.append((i, missing))
         visible |= defined
-    return bad
+        deferred.append((i, later - defined))
+    for i, names in deferred:  # a function body may use what a later visible cell defines
+        missing = sorted(n for n in names - visible if not hasattr(builtins, n) and n not in KERNEL_NAMES)
+        if missing: bad.append((i, missing))
+    return sorted(bad)
 
 
 @pytest.mark.parametrize("nb", sorted(p.name for p in NBS.glob("*.ipynb")))
@@ -103,8 +120,9 @@ def test_visible_cells_run_by_themselves(nb):
 
 def test_hidden_only_names_finds_a_hidden_import():
     cell = lambda src: {"cell_type": "code", "source": [src]}
-    nb = {"cells": [cell("#| hide\nimport numpy as np"), cell("x = np.zeros(3)"), cell("import numpy as np\ny = np.ones(2)")]}
-    assert hidden_only_names(nb) == [(1, ["np"])]
+    nb = {"cells": [cell("#| hide\nimport numpy as np"), cell("x = np.zeros(3)"), cell("import numpy as np\ny = np.ones(2)"),
+                    cell("z = pd.DataFrame()")]}
+    assert hidden_only_names(nb) == [(1, ["np"]), (3, ["pd"])]  # imported only in a hidden cell; imported nowhere
 
 
 def repeated_blocks(files:list, n:int=6)->list:
