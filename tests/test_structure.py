@@ -92,7 +92,7 @@ def _defined_and_used(tree)->tuple:
 KERNEL_NAMES = {"display", "get_ipython", "In", "Out"}  # what IPython itself puts in a notebook's namespace
 
 
-def hidden_only_names(nb:dict)->list:
+def unrunnable_names(nb:dict)->list:
     "`(cell index, names)` for visible code cells that use names no visible cell defines or imports (above, for top-level code)."
     visible, bad, deferred = set(), [], []
     for i, cell in enumerate(nb["cells"]):
@@ -115,14 +115,14 @@ def hidden_only_names(nb:dict)->list:
 
 @pytest.mark.parametrize("nb", sorted(p.name for p in NBS.glob("*.ipynb")))
 def test_visible_cells_run_by_themselves(nb):
-    assert hidden_only_names(json.loads((NBS / nb).read_text())) == []
+    assert unrunnable_names(json.loads((NBS / nb).read_text())) == []
 
 
-def test_hidden_only_names_finds_a_hidden_import():
+def test_unrunnable_names_finds_a_hidden_import():
     cell = lambda src: {"cell_type": "code", "source": [src]}
     nb = {"cells": [cell("#| hide\nimport numpy as np"), cell("x = np.zeros(3)"), cell("import numpy as np\ny = np.ones(2)"),
                     cell("z = pd.DataFrame()")]}
-    assert hidden_only_names(nb) == [(1, ["np"]), (3, ["pd"])]  # imported only in a hidden cell; imported nowhere
+    assert unrunnable_names(nb) == [(1, ["np"]), (3, ["pd"])]  # imported only in a hidden cell; imported nowhere
 
 
 def repeated_blocks(files:list, n:int=6)->list:
