@@ -360,7 +360,7 @@ def review_widget(report:AuditReport, issue:str="label_issue"):
 def tour_data_quality(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: label issues in the tweets, precision/recall on injected BBC noise, raw vs cleaned training."
     import matplotlib.pyplot as plt
-    from finetune_book.data import load_bbc, load_splits, sample_rows, TWEET_LABELS
+    from finetune_book.data import compare_paired, load_bbc, load_splits, sample_rows, TWEET_LABELS
     from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress); profile = tour.profile
     plan = quality_plan(profile)
@@ -373,6 +373,8 @@ def tour_data_quality(profile, out_dir:Path, seed:int=0, progress:bool=False)->d
                                report=report, epochs=plan.epochs, batch_size=profile.batch_size,
                                progress=tour.progress)
     means = outcome.groupby("train").accuracy.agg(["mean", "std"])
+    per_seed = outcome.pivot(index="seed", columns="train", values="accuracy")  # paired: the same seed trains both
+    lesson = compare_paired(per_seed["cleaned"], per_seed["raw"], ("cleaned", "raw"))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar(means.index, means["mean"], yerr=means["std"], capsize=6, color=["tab:green", "tab:gray"])
     ax.set_ylabel("test accuracy"); ax.set_ylim(0, 1); ax.set_title("Fine-tuned on raw vs cleaned tweets")
@@ -380,4 +382,5 @@ def tour_data_quality(profile, out_dir:Path, seed:int=0, progress:bool=False)->d
     return tour.result(train_rows=len(splits["train"]), label_issues=report.summary["label_issues"],
                        removed_by_cleaning=int(len(splits["train"]) - len(clean(splits["train"], report)[0])),
                        bbc_noise_rate=plan.noise, bbc_precision=pr["precision"], bbc_recall=pr["recall"],
-                       accuracy_raw=float(means.loc["raw", "mean"]), accuracy_cleaned=float(means.loc["cleaned", "mean"]))
+                       accuracy_raw=float(means.loc["raw", "mean"]), accuracy_cleaned=float(means.loc["cleaned", "mean"]),
+                       cleaned_vs_raw=str(lesson))

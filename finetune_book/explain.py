@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .core import Profile, check_texts, plan_for
+from .train import FinetunePlan
 
 # %% auto #0
 __all__ = ['EXPLAIN_PLANS', 'ATTRIBUTION_METHODS', 'FRACTIONS', 'ExplainPlan', 'explain_plan', 'eager_attention', 'encode_text',
@@ -27,13 +28,8 @@ __all__ = ['EXPLAIN_PLANS', 'ATTRIBUTION_METHODS', 'FRACTIONS', 'ExplainPlan', '
 
 # %% ../nbs/06_explainability.ipynb #6e5dec27
 @dataclass(frozen=True)
-class ExplainPlan:
-    "Sizes of this chapter's experiments for one run profile."
-    model: str          # the pretrained encoder fine-tuned on the tweets
-    n_train: int        # training tweets
-    epochs: int
-    lr: float
-    max_length: int     # tokens kept per tweet
+class ExplainPlan(FinetunePlan):
+    "Sizes of this chapter's experiments for one run profile: the fine-tuning run (`FinetunePlan`'s fields), then these."
     n_texts: int        # test tweets explained by every method for the faithfulness scores
     ig_steps: int       # integration steps of integrated gradients
     n_sanity: int       # test tweets for the weight-randomization check
@@ -506,13 +502,12 @@ def explorer(model, tokenizer, text:str="@united the flight was delayed again an
 def tour_explainability(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: each method's comprehensiveness and sufficiency against random, and the AOPC curves."
     from finetune_book.data import TWEET_LABELS
-    from finetune_book.train import TourRun, fine_tune
+    from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress)
     plan = explain_plan(tour.profile)
     train, test = tour.tweets(plan.n_train, plan.n_texts)
     texts = test.text.tolist()
-    result = fine_tune(plan.model, train, list(TWEET_LABELS), epochs=plan.epochs, lr=plan.lr,
-                       max_length=plan.max_length, progress=False, seed=seed)
+    result = plan.fine_tune(train, list(TWEET_LABELS), seed=seed)
     attributions = {m: attribute_many(result.model, result.tokenizer, texts, (m,), plan.ig_steps, seed=seed)[m]
                     for m in tour.steps(ATTRIBUTION_METHODS, "explainability: methods")}
     curves = erasure_curves(result.model, result.tokenizer, attributions)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .core import Profile, check_texts, plan_for
+from .train import FinetunePlan
 
 # %% auto #0
 __all__ = ['FAIRNESS_PLANS', 'EMOTION_STATES', 'EMOTION_SITUATIONS', 'EMOTION_SENTIMENT', 'TEMPLATES', 'PEOPLE', 'GENDER_PAIRS',
@@ -25,14 +26,9 @@ __all__ = ['FAIRNESS_PLANS', 'EMOTION_STATES', 'EMOTION_SITUATIONS', 'EMOTION_SE
 
 # %% ../nbs/07_fairness.ipynb #3e24bda9
 @dataclass(frozen=True)
-class FairnessPlan:
-    "Sizes of this chapter's experiments for one run profile."
-    model: str        # the pretrained encoder fine-tuned on the tweets
-    n_train: int      # training tweets
+class FairnessPlan(FinetunePlan):
+    "Sizes of this chapter's experiments for one run profile: the fine-tuning run (`FinetunePlan`'s fields), then these."
     n_test: int       # test tweets for accuracy
-    epochs: int
-    lr: float
-    max_length: int
     seeds: tuple      # every model (untreated and mitigated) is trained once per seed
     n_probes: int     # probe sentences used (0 = all)
     n_boot: int       # bootstrap resamples for confidence intervals
@@ -313,7 +309,7 @@ def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:i
 def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     "This chapter's headline: gender gap and test accuracy before and after counterfactual augmentation, over seeds."
     import matplotlib.pyplot as plt
-    from finetune_book.data import TWEET_LABELS
+    from finetune_book.data import TWEET_LABELS, compare_paired
     from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress)
     plan = fairness_plan(tour.profile)
@@ -324,10 +320,13 @@ def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     runs = pd.DataFrame([mitigation_run(v, train, test, probes, list(TWEET_LABELS), s, plan.model, plan.epochs, plan.lr,
                                         plan.max_length) for s, v in tour.steps(jobs, "fairness: runs")])
     s = mitigation_summary(runs)
+    gaps = runs.pivot(index="seed", columns="variant", values="gender_gap")  # paired: the same seed trains both
+    lesson = compare_paired(gaps["untreated"], gaps["cda"], ("untreated gap", "CDA gap"))
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.bar(s.index, s.gender_gap, yerr=s.gender_gap_std, capsize=5, color=["grey", "tab:blue"])
     ax.set_title(f"Mean gender gap on probes, {len(plan.seeds)} seeds"); fig.tight_layout()
     tour.save_plot(fig, "fairness_gap.png")
     return tour.result(seeds=len(plan.seeds), probes=len(probes), gap_untreated=float(s.loc["untreated", "gender_gap"]),
                        gap_cda=float(s.loc["cda", "gender_gap"]), gap_cut=float(s.loc["cda", "gap_cut"]),
-                       accuracy_untreated=float(s.loc["untreated", "accuracy"]), accuracy_cda=float(s.loc["cda", "accuracy"]))
+                       accuracy_untreated=float(s.loc["untreated", "accuracy"]), accuracy_cda=float(s.loc["cda", "accuracy"]),
+                       untreated_vs_cda_gap=str(lesson))

@@ -177,6 +177,7 @@ def package_dir_of(notebook:Path)->Path:
     import finetune_book
     return Path(finetune_book.__file__).parent
 
+# %% ../nbs/09_provenance.ipynb #checknb
 @dataclass
 class StampCheck:
     "Whether a notebook's outputs come from its current code."
@@ -199,6 +200,7 @@ def check_notebook(path:Path, # a notebook file
     status = "current" if stamp["code"] == code_hash(nb) else "stale"
     return StampCheck(path.name, status, changed, stamp)
 
+# %% ../nbs/09_provenance.ipynb #checkstamps
 def check_stamps(nbs_dir:Path, # the folder of notebooks
                 )->list:
     "`check_notebook` for every notebook in `nbs_dir`, in file order."

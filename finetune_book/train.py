@@ -19,12 +19,12 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from sklearn.pipeline import make_pipeline
 
 from .core import Profile, check_texts, get_device, get_profile, load_classifier, set_seed
-from .data import TWEET_LABELS, load_splits, load_tweets, sample_rows, split_data, tokenize_table, validate_table
+from .data import TWEET_LABELS, compare_paired, load_splits, load_tweets, sample_rows, split_data, tokenize_table, validate_table
 
 # %% auto #0
-__all__ = ['encode_data', 'seed_recipe_train', 'classification_metrics', 'FineTuneResult', 'fine_tune', 'predict_proba',
-           'predict', 'evaluate_classifier', 'tfidf_baseline', 'compare_recipes', 'plot_history', 'plot_confusion',
-           'fine_tune_seeds', 'TourRun', 'tour_finetune']
+__all__ = ['QUICK_FINETUNE', 'encode_data', 'seed_recipe_train', 'classification_metrics', 'FineTuneResult', 'fine_tune',
+           'predict_proba', 'predict', 'evaluate_classifier', 'tfidf_baseline', 'compare_recipes', 'plot_history',
+           'plot_confusion', 'fine_tune_seeds', 'FinetunePlan', 'TourRun', 'tour_finetune']
 
 # %% ../nbs/02_finetune.ipynb #2ae29ae6
 def encode_data(data, # (text, label_id) pairs, as in the seed article
@@ -253,6 +253,21 @@ def fine_tune_seeds(model_name:str, data:dict, labels:list, seeds:tuple=(0, 1, 2
                          best_epoch=float(best.loc[best.eval_macro_f1.idxmax(), "epoch"]) if len(best) else np.nan))
     return pd.DataFrame(rows)
 
+# %% ../nbs/02_finetune.ipynb #ftplan
+@dataclass(frozen=True)
+class FinetunePlan:
+    "The fine-tuning run a later chapter's plan holds: which encoder, how many tweets, and its recipe."
+    model: str        # the pretrained encoder fine-tuned on the tweets
+    n_train: int      # training tweets
+    epochs: int
+    lr: float
+    max_length: int   # tokens kept per text
+
+    def fine_tune(self, train_df:pd.DataFrame, labels:list, seed:int=0, **kwargs)->FineTuneResult:
+        "Fine-tune this plan's encoder on `train_df` with its epochs, learning rate and length (`fine_tune`, no progress bar)."
+        return fine_tune(self.model, train_df, labels, epochs=self.epochs, lr=self.lr, max_length=self.max_length,
+                         seed=seed, **{"progress": False, **kwargs})
+
 # %% ../nbs/02_finetune.ipynb #tourrun
 @dataclass
 class TourRun:
@@ -293,26 +308,33 @@ class TourRun:
         return {**metrics, "plots": list(self.plots)}
 
 # %% ../nbs/02_finetune.ipynb #5e5ef36f
-def tour_finetune(profile:Profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
-    "This chapter's headline experiment: fine-tune on the tweets over the profile's seeds (mean and std), against TF-IDF; writes two plots."
+QUICK_FINETUNE = FinetunePlan("minilm", n_train=1500, epochs=2, lr=1e-4, max_length=64)  # the quick tour's run
+
+def tour_finetune(profile:Profile, out_dir:Path, seed:int=0, progress:bool=False,
+                  quick:bool=False, # run `QUICK_FINETUNE` instead of the profile's sizes (the test profile's cannot show the lesson)
+                 )->dict:
+    "This chapter's headline: fine-tune over the profile's seeds (mean and std) against TF-IDF on the same rows; two plots."
     tour = TourRun(profile, out_dir, seed, progress); profile = tour.profile
-    data = load_splits("tweets", profile, seed=seed)
-    kw = dict(epochs=profile.epochs, batch_size=profile.batch_size, max_length=profile.max_length)
-    seeds = tour.seeds(profile.seeds)
-    rows = []
-    for s in tour.steps(seeds, "finetune: seeds"):
-        if s == seeds[0]:  # the first seed's run is kept for the plots
-            run = fine_tune(profile.classifier, data["train"], TWEET_LABELS, data["validation"], seed=s,
-                            progress=False, **kw)
-        rows.append(fine_tune_seeds(profile.classifier, data, TWEET_LABELS, (s,), first=run if s == seeds[0] else None,
-                                    **kw))
-    per_seed = pd.concat(rows, ignore_index=True)
-    scores = evaluate_classifier(run.model, run.tokenizer, data["test"], TWEET_LABELS)
+    recipe = QUICK_FINETUNE if quick else FinetunePlan(profile.classifier, profile.n_train, profile.epochs, 3e-5,
+                                                        profile.max_length)  # 3e-5: `fine_tune`'s default, as above
+    data = load_splits("tweets", profile.with_(n_train=recipe.n_train), seed=seed)
+    val = None if quick else data["validation"]  # the quick run has no early stopping to decide
+    runs = {s: recipe.fine_tune(data["train"], TWEET_LABELS, seed=s, val_df=val, batch_size=profile.batch_size)
+            for s in tour.steps(tour.seeds(profile.seeds), "finetune: seeds")}
+    scores = {s: evaluate_classifier(r.model, r.tokenizer, data["test"], TWEET_LABELS, max_length=recipe.max_length)
+              for s, r in runs.items()}
+    per_seed = pd.DataFrame([dict(seed=s, accuracy=v["accuracy"], macro_f1=v["macro_f1"], seconds=runs[s].seconds)
+                             for s, v in scores.items()])
+    first = next(iter(runs))  # the first seed's run is kept for the plots and the paired comparison
     base = tfidf_baseline(data["train"], data["test"], TWEET_LABELS)
-    tour.save_plot(plot_history(run.history), "finetune_history.png")
-    tour.save_plot(plot_confusion(scores["confusion"]), "finetune_confusion.png")
-    return tour.result(model=profile.classifier, train_rows=len(data["train"]), test_rows=len(data["test"]),
-                       seeds=len(seeds), accuracy=float(per_seed.accuracy.mean()), accuracy_std=float(per_seed.accuracy.std()),
+    truth = data["test"].label.to_numpy()
+    lesson = compare_paired(scores[first]["predictions"] == truth, base["predictions"] == truth,
+                            ("fine-tuned", "TF-IDF"), method="bootstrap", seed=seed)  # the same test tweets, paired
+    tour.save_plot(plot_history(runs[first].history), "finetune_history.png")
+    tour.save_plot(plot_confusion(scores[first]["confusion"]), "finetune_confusion.png")
+    return tour.result(model=recipe.model, train_rows=len(data["train"]), test_rows=len(data["test"]), epochs=recipe.epochs,
+                       lr=recipe.lr, max_length=recipe.max_length, seeds=len(runs),
+                       accuracy=float(per_seed.accuracy.mean()), accuracy_std=float(per_seed.accuracy.std()),
                        macro_f1=float(per_seed.macro_f1.mean()), macro_f1_std=float(per_seed.macro_f1.std()),
                        baseline_accuracy=base["accuracy"], baseline_macro_f1=base["macro_f1"],
-                       train_seconds=float(per_seed.seconds.mean()))
+                       finetuned_vs_tfidf=str(lesson), train_seconds=float(per_seed.seconds.mean()))

@@ -25,10 +25,10 @@ NOTEBOOK_BUDGET_S = 90  # each chapter's `test` run should fit in this; printed,
 _notebook_seconds = {}
 
 
-@pytest.fixture(scope="session")
-def notebook_seconds():
-    "Where `test_notebooks` records how long each notebook took; the table is printed at the end of the run."
-    return _notebook_seconds
+def pytest_runtest_logreport(report):
+    "Collect the notebook times that `test_notebooks` records with `record_property` (also under pytest-xdist's workers)."
+    for name, value in getattr(report, "user_properties", ()):
+        if name == "notebook_seconds": _notebook_seconds[value[0]] = value[1]
 
 
 def pytest_terminal_summary(terminalreporter):

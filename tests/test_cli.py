@@ -43,17 +43,17 @@ def test_console_script_runs_and_says_how_long_the_tour_takes():
 
 
 @pytest.fixture(scope="module")
-def quick_tour(tmp_path_factory):
-    "The default tour (every chapter, test-profile sizes, seed 0), run once in this process for all the checks below."
+def ci_tour(tmp_path_factory):
+    "The tour at the test profile's sizes (every chapter, seed 0), run once in this process for all the checks below."
     from finetune_book.cli import run_tour
     out, lines = tmp_path_factory.mktemp("tour"), []
     results = run_tour("test", None, out, seed=0, log=lines.append)
     return results, out, lines
 
 
-def test_tour_writes_results_report_plots_and_progress_lines(quick_tour):
+def test_tour_writes_results_report_plots_and_progress_lines(ci_tour):
     from finetune_book.cli import TOUR_CHAPTERS
-    results, out, lines = quick_tour
+    results, out, lines = ci_tour
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     assert results["profile"] == "test" and list(results["chapters"]) == list(TOUR_CHAPTERS)
     assert not [k for k, v in results["chapters"].items() if "error" in v]
@@ -64,25 +64,48 @@ def test_tour_writes_results_report_plots_and_progress_lines(quick_tour):
     assert "| finetune | macro_f1 |" in report and "| explainability | comprehensiveness_random |" in report
 
 
-def test_tour_finetune_entry(quick_tour):
-    ft = quick_tour[0]["chapters"]["finetune"]
+def test_tour_finetune_entry(ci_tour):
+    ft = ci_tour[0]["chapters"]["finetune"]
     assert ft["train_rows"] == 320 and ft["test_rows"] == 200 and ft["seeds"] == 2
+    assert (ft["epochs"], ft["lr"], ft["max_length"]) == (2, 3e-5, 128)  # the profile's own run, not the quick one
+    assert ft["finetuned_vs_tfidf"].split(":")[0] in ("tie", "fine-tuned ahead", "TF-IDF ahead")
+    assert "paired bootstrap" in ft["finetuned_vs_tfidf"] and "of 200" in ft["finetuned_vs_tfidf"]  # paired by test tweet
     assert on_grid(ft["accuracy"], 2 * 200) and on_grid(ft["baseline_accuracy"], 200)  # seeds' mean on the test rows
     assert ft["plots"] == ["finetune_history.png", "finetune_confusion.png"]
 
 
-def test_tour_seed_reaches_the_chapter_and_an_interrupted_tour_keeps_its_first_chapter(quick_tour, tmp_path):
+def test_quick_tour_is_the_test_profile_plus_its_options(tmp_path):
+    "The default size: every entry gets the test profile; the entries in `QUICK_OPTIONS` also get their options."
+    from unittest import mock
+    from finetune_book import cli as C
+    seen = {}
+    def entry(name):
+        def run(profile, out_dir, seed=0, progress=False, **options):
+            seen[name] = (profile.name, options); return {"plots": []}
+        return run
+    with mock.patch.dict(C.TOUR_CHAPTERS, {"a": entry("a"), "b": entry("b")}, clear=True), \
+         mock.patch.dict(C.QUICK_OPTIONS, {"b": {"quick": True}}, clear=True):
+        res = C.run_tour("quick", None, tmp_path, log=lambda m: None)
+        assert seen == {"a": ("test", {}), "b": ("test", {"quick": True})} and res["profile"] == "quick"
+        C.run_tour("test", None, tmp_path / "t", log=lambda m: None)
+        assert seen["b"] == ("test", {})                                   # --profile test: no quick options
+    assert C.tour_profile() == "quick" and C.tour_profile("test") == "test" and C.QUICK_OPTIONS["finetune"] == {"quick": True}
+
+
+def test_tour_seed_reaches_the_chapter_and_an_interrupted_tour_keeps_its_first_chapter(ci_tour, tmp_path):
+    "On the cheapest entry (the seed reaches every entry through `TourRun`, the same code for all seven)."
     from finetune_book.cli import run_tour
     def stop_before_second(line):
         if line.startswith("[2/2]") and "expected" in line: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        run_tour("test", ["finetune", "compute"], tmp_path, seed=1, log=stop_before_second)
+        run_tour("test", ["sparse_data", "compute"], tmp_path, seed=1, log=stop_before_second)
     kept = json.loads((tmp_path / "results.json").read_text())
-    assert list(kept["chapters"]) == ["finetune"] and kept["seed"] == 1
-    seed0, seed1 = quick_tour[0]["chapters"]["finetune"], kept["chapters"]["finetune"]
-    assert (seed0["accuracy"], seed0["macro_f1"]) != (seed1["accuracy"], seed1["macro_f1"])  # other splits and runs
-    resumed = run_tour("test", ["finetune"], tmp_path, seed=1, resume=True, log=lambda m: None)
-    assert resumed["chapters"]["finetune"] == seed1                      # skipped, not trained again
+    assert list(kept["chapters"]) == ["sparse_data"] and kept["seed"] == 1
+    seed0, seed1 = ci_tour[0]["chapters"]["sparse_data"], kept["chapters"]["sparse_data"]
+    numbers = lambda m: {k: v for k, v in m.items() if isinstance(v, float) and k != "seconds"}
+    assert numbers(seed0).keys() == numbers(seed1).keys() and numbers(seed0) != numbers(seed1)  # other samples and runs
+    resumed = run_tour("test", ["sparse_data"], tmp_path, seed=1, resume=True, log=lambda m: None)
+    assert resumed["chapters"]["sparse_data"] == seed1                   # skipped, not trained again
 
 
 def test_bench_json_is_the_last_line():
@@ -153,19 +176,20 @@ def test_audit_latin1_file_and_json_output(tmp_path):
     assert (out / "report.md").exists() and (out / "profile.png").stat().st_size > 1000
 
 
-def test_tour_data_quality_entry(quick_tour):
-    dq = quick_tour[0]["chapters"]["data_quality"]
-    tmp_path = quick_tour[1]
+def test_tour_data_quality_entry(ci_tour):
+    dq = ci_tour[0]["chapters"]["data_quality"]
+    tmp_path = ci_tour[1]
     assert dq["bbc_precision"] >= 0.7 and dq["bbc_recall"] >= 0.7
     assert dq["train_rows"] == 320
     assert dq["label_issues"] <= dq["removed_by_cleaning"] < dq["train_rows"]   # every label issue is removed
     assert on_grid(dq["accuracy_raw"], 2 * 200) and on_grid(dq["accuracy_cleaned"], 2 * 200)
     assert dq["label_issues"] > 0 and (tmp_path / "data_quality_clean.png").exists()
+    assert dq["cleaned_vs_raw"].startswith(("tie", "cleaned ahead", "raw ahead")) and "t, 1 df" in dq["cleaned_vs_raw"]
 
 
-def test_tour_sparse_data_entry(quick_tour):
-    sd = quick_tour[0]["chapters"]["sparse_data"]
-    tmp_path = quick_tour[1]
+def test_tour_sparse_data_entry(ci_tour):
+    sd = ci_tour[0]["chapters"]["sparse_data"]
+    tmp_path = ci_tour[1]
     assert sd["k"] == 2 and sd["seeds"] == 2
     from finetune_book.sparse import sparse_plan
     assert sd["test_rows"] == sparse_plan("test").n_test
@@ -173,9 +197,9 @@ def test_tour_sparse_data_entry(quick_tour):
     assert (tmp_path / "sparse_data_k_shot.png").stat().st_size > 1000
 
 
-def test_tour_compute_entry(quick_tour):
-    c = quick_tour[0]["chapters"]["compute"]
-    tmp_path = quick_tour[1]
+def test_tour_compute_entry(ci_tour):
+    c = ci_tour[0]["chapters"]["compute"]
+    tmp_path = ci_tour[1]
     assert c["params_exact"] and c["memory_configs"] == 3
     assert c["max_error_pct"] <= 15
     assert 0 < c["lora_trainable_share"] < 0.1
@@ -184,24 +208,25 @@ def test_tour_compute_entry(quick_tour):
 
 
 
-def test_tour_explainability_entry(quick_tour):
-    e = quick_tour[0]["chapters"]["explainability"]
-    tmp_path = quick_tour[1]
+def test_tour_explainability_entry(ci_tour):
+    e = ci_tour[0]["chapters"]["explainability"]
+    tmp_path = ci_tour[1]
     methods = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
     assert e["texts"] == 12 and all(f"comprehensiveness_{m}" in e and f"sufficiency_{m}" in e for m in methods)
     assert e["comprehensiveness_leave_one_out"] > e["comprehensiveness_random"]  # the best one-token eraser beats random
     assert (tmp_path / "explainability_aopc.png").stat().st_size > 1000
 
 
-def test_tour_fairness_entry(quick_tour):
-    f = quick_tour[0]["chapters"]["fairness"]
-    tmp_path = quick_tour[1]
+def test_tour_fairness_entry(ci_tour):
+    f = ci_tour[0]["chapters"]["fairness"]
+    tmp_path = ci_tour[1]
     from finetune_book.fairness import fairness_plan
     plan = fairness_plan("test")
     assert f["seeds"] == 2 and f["probes"] == plan.n_probes
     assert f["gap_untreated"] > 1e-4 and f["gap_cda"] > 1e-4   # a pair compares two different texts: never exactly 0
     assert on_grid(f["accuracy_cda"], 2 * plan.n_test) and on_grid(f["accuracy_untreated"], 2 * plan.n_test)
     assert (tmp_path / "fairness_gap.png").stat().st_size > 1000
+    assert "untreated gap - CDA gap" in f["untreated_vs_cda_gap"] and "of 2" in f["untreated_vs_cda_gap"]  # seed-paired
 
 def test_memory_json_last_line_is_the_estimate():
     r = cli("memory", "minilm", "--method", "lora", "--precision", "bf16", "--batch", "4", "--seq", "32", "--json")
@@ -219,10 +244,10 @@ def test_memory_offline_hub_id_is_one_clear_line():
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "short name" in r.stderr
 
 
-def test_tour_llm_entry(quick_tour):
+def test_tour_llm_entry(ci_tour):
     from finetune_book.llm import LLM_PLANS
-    llm = quick_tour[0]["chapters"]["llm"]
-    tmp_path = quick_tour[1]
+    llm = ci_tour[0]["chapters"]["llm"]
+    tmp_path = ci_tour[1]
     plan = LLM_PLANS["test"]
     assert llm["steps"] == plan.steps and llm["test_prompts"] == plan.n_test
     assert llm["zero_shot_accuracy"] <= llm["zero_shot_format"] and llm["tuned_accuracy"] <= llm["tuned_format"]
