@@ -142,10 +142,14 @@ def training_step(model, optimizer, batches:list, # micro-batches: dicts of tens
     "One optimizer step: forward and backward over each micro-batch in `batches` (gradient accumulation), then update."
     device_type = next(model.parameters()).device.type
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scale = 2.0**10 if precision == "fp16" else 1.0  # static loss scaling: small fp16 gradients would underflow to 0
     for b in batches:
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(**b).loss / len(batches)
-        loss.backward()
+        (loss * scale).backward()
+    if scale != 1.0:
+        for p in model.parameters():
+            if p.grad is not None: p.grad.div_(scale)
     optimizer.step(); optimizer.zero_grad(set_to_none=True)
     return loss.detach() * len(batches)
 

@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #037cef4f
 from __future__ import annotations
-import copy, hashlib, importlib.util, os, platform, random, shutil, tempfile
+import copy, hashlib, importlib.util, os, platform, random, shutil, tempfile, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,10 +16,15 @@ import torch
 
 # %% auto #0
 __all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'plan_for', 'get_device', 'set_seed',
-           'cpu_model', 'machine_info', 'machine_line', 'OfflineModel', 'OfflinePackMissing', 'package_dir',
-           'offline_model_dir', 'ModelSource', 'resolve_model', 'load_pretrained', 'load_tokenizer', 'load_classifier',
-           'count_parameters', 'cache_dir', 'causal_lm_dir', 'load_causal_lm', 'require_columns', 'check_texts',
-           'load_chat_model', 'chat_messages', 'format_prompt', 'generate']
+           'cpu_model', 'machine_info', 'machine_line', 'training_precision', 'precision_args', 'OfflineModel',
+           'OfflinePackMissing', 'package_dir', 'offline_model_dir', 'ModelSource', 'resolve_model', 'load_pretrained',
+           'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir', 'load_causal_lm',
+           'require_columns', 'check_texts', 'load_chat_model', 'chat_messages', 'format_prompt', 'generate']
+
+# %% ../nbs/00_core.ipynb #core-quiet-peft
+# peft reads transformers' deprecated `is_gradient_checkpointing` in every `get_peft_model` call: the FutureWarning is
+# about peft's code, not a reader's, so it is silenced here, by its exact message, once for the whole book
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 # %% ../nbs/00_core.ipynb #7f111ae5
 @dataclass(frozen=True)
@@ -120,10 +125,14 @@ def cpu_model()->str:
     except OSError: pass
     return platform.processor() or platform.machine() or "unknown CPU"
 
+def _cpu_capabilities()->dict:
+    "The CPU's instruction-set flags as PyTorch sees them (`avx512_bf16`, `amx_tile`, ...); empty where torch cannot say."
+    return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+
 def machine_info()->dict:
     "The hardware and library versions a measurement depends on, including the CPU's vector and bf16 support."
     import transformers
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    caps = _cpu_capabilities()
     info = dict(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 cpu_bf16=bool(caps.get("avx512_bf16") or caps.get("amx_bf16")), cpu_amx=bool(caps.get("amx_tile")),
                 cpu_cores=os.cpu_count(), torch_threads=torch.get_num_threads(), device=str(get_device()),
@@ -142,6 +151,27 @@ def machine_line(info:dict=None, # from `machine_info()`; `None` asks this machi
     gpu = f"{i['gpu']} (compute capability {i['gpu_capability']})" if i.get("gpu") else "no GPU"
     return (f"{cpu}, {i['cpu_cores']} cores, {i['torch_threads']} torch threads; {gpu}; "
             f"torch {i['torch']}, transformers {i['transformers']}, Python {i['python']}")
+
+# %% ../nbs/00_core.ipynb #core-precision
+def training_precision(device:str|torch.device=None, # where training runs; `None`: `get_device()`
+                       cpu_bf16:bool=False, # on a CPU, choose bf16 if it computes bf16 natively (a chapter that measures it)
+                      )->str:
+    "`bf16` on CUDA GPUs of compute capability >= 8.0, `fp16` (with loss scaling) on older CUDA GPUs such as a T4, else `fp32`."
+    device = get_device() if device is None else torch.device(device)
+    if device.type == "cuda":  # the capability, never `is_bf16_supported()`: that is True where bf16 is only emulated
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+    caps = _cpu_capabilities()
+    if device.type == "cpu" and cpu_bf16 and (caps.get("avx512_bf16") or caps.get("amx_bf16")): return "bf16"
+    return "fp32"
+
+# %% ../nbs/00_core.ipynb #core-precision-args
+def precision_args(precision:str=None, # `fp32`, `bf16` or `fp16`; `None`: `training_precision()`
+                  )->dict:
+    "The `bf16` and `fp16` flags of a `transformers.TrainingArguments` for `precision`."
+    precision = training_precision() if precision is None else precision
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"Unknown precision {precision!r}; use 'fp32', 'bf16' or 'fp16'.")
+    return dict(bf16=precision == "bf16", fp16=precision == "fp16")
 
 # %% ../nbs/00_core.ipynb #80d8a63d
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .core import (Profile, chat_messages, check_texts, format_prompt, generate, plan_for,
-                                 load_chat_model, require_columns, set_seed)
+                                 load_chat_model, precision_args, require_columns, set_seed)
 from .data import TWEET_LABELS, validate_rows
 from .compute import saved_size
 
@@ -192,7 +192,7 @@ def sft_trainer(model, tokenizer, examples:pd.DataFrame, out_dir:str, steps:int=
                      save_strategy="no", report_to="none", seed=seed, data_seed=seed, max_length=max_length,
                      completion_only_loss=completion_only, disable_tqdm=True, gradient_checkpointing=False,
                      dataloader_pin_memory=torch.cuda.is_available(),
-                     bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())  # TRL's defaults are for GPUs
+                     **precision_args())  # both flags set: TRL's defaults are for GPUs with bf16
     set_seed(seed)  # the adapters' A matrices are drawn from this seed
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples, system),
                          processing_class=tokenizer, peft_config=peft_config or decoder_lora_config())

@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .core import Profile, generate, plan_for, package_dir, require_columns, resolve_model, set_seed
+from .core import (Profile, generate, plan_for, package_dir, require_columns, resolve_model, set_seed,
+                                training_precision)
 from .data import validate_table
 from .data_quality import encoder_load_error, load_sentence_encoder
 from .train import classification_metrics, fine_tune, predict
@@ -168,7 +169,8 @@ def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_
                 args = sf.TrainingArguments(output_dir=out, batch_size=batch_size, num_epochs=1, max_steps=max_steps,
                                             num_iterations=num_iterations, body_learning_rate=body_lr, seed=seed,
                                             show_progress_bar=False, report_to="none", save_strategy="no",
-                                            logging_strategy="no")
+                                            logging_strategy="no",
+                                            use_amp=training_precision() != "fp32")  # setfit's one 16-bit mode: fp16, scaled
                 data = datasets.Dataset.from_dict({"text": list(train.text), "label": list(train.label)})
                 trainer = sf.Trainer(model=model, args=args, train_dataset=data)
                 for quiet in (PrinterCallback, ProgressCallback): trainer.remove_callback(quiet)  # no log lines or bars

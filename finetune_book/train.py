@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import make_pipeline
 
-from .core import Profile, check_texts, get_device, get_profile, load_classifier, set_seed
+from .core import Profile, check_texts, get_device, get_profile, load_classifier, precision_args, set_seed
 from .data import TWEET_LABELS, compare_paired, load_splits, load_tweets, sample_rows, split_data, tokenize_table, validate_table
 
 # %% auto #0
@@ -95,6 +95,7 @@ def _history(log_history:list)->pd.DataFrame:
 def _training_args(out_dir, epochs, batch_size, lr, weight_decay, seed, evaluate, progress, steps_per_epoch, **kw):
     from transformers import TrainingArguments
     strategy = "epoch" if evaluate else "no"
+    if not {"bf16", "fp16"} & set(kw): kw = {**precision_args(), **kw}  # the device's precision, unless the caller chose
     return TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=64, learning_rate=lr, weight_decay=weight_decay, seed=seed, data_seed=seed,

@@ -71,6 +71,15 @@ def test_trl_trains_on_the_loss_mask_and_the_flag_changes_it(chat_model, instruc
     assert not hasattr(model, "peft_config")                   # the caller's model got no adapters
 
 
+
+def test_sft_trainer_sets_both_precision_flags(chat_model, instructions, tmp_path, monkeypatch):
+    "TRL turns bf16 on unless told otherwise (its default is for GPUs): `precision_args` must reach `SFTConfig`."
+    from finetune_book import llm
+    calls = []
+    monkeypatch.setattr(llm, "precision_args", lambda: calls.append(1) or dict(bf16=False, fp16=False))
+    args = llm.sft_trainer(*chat_model, instructions.head(2), str(tmp_path), steps=1).args
+    assert (calls, args.bf16, args.fp16) == ([1], False, False)
+
 def test_chat_messages_puts_shots_before_the_request(instructions):
     shots = pick_shots(instructions, per_label=1, seed=1)
     msgs = chat_messages("q", shots=shots, system="s")

@@ -149,3 +149,16 @@ def test_repeated_blocks_can_fail(tmp_path):
     body = "".join(f"    x{i} = compute({i})\n" for i in range(6))
     (tmp_path / "a.py").write_text("def f():\n" + body); (tmp_path / "b.py").write_text("def g():\n" + body)
     assert len(repeated_blocks([tmp_path / "a.py", tmp_path / "b.py"])) == 1
+
+
+def bf16_capability_calls(tree)->list:
+    "Line numbers where code calls `is_bf16_supported` (comments and strings do not count)."
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, "attr", getattr(n.func, "id", None)) == "is_bf16_supported"]
+
+
+def test_no_code_path_chooses_bf16_from_is_bf16_supported():
+    "It is True on a T4, where bf16 is emulated: precision comes from `core.training_precision` (compute capability)."
+    assert {m: lines for m, t in module_trees().items() if (lines := bf16_capability_calls(t))} == {}
+    planted = ast.parse("bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()")
+    assert bf16_capability_calls(planted) == [1]

@@ -105,3 +105,10 @@ def test_tfidf_baseline_learns_the_tweets():
     base = tfidf_baseline(data["train"].iloc[:2000], data["test"], TWEET_LABELS)
     assert base["accuracy"] > 0.55          # three classes: guessing the majority gives ~0.42
     assert base["macro_f1"] > 0.45 and (base["confusion"].sum(axis=0) > 0).all()  # every class gets predicted
+
+
+def test_fine_tune_trains_in_the_devices_precision(monkeypatch):
+    from finetune_book import train
+    monkeypatch.setattr(train, "precision_args", lambda: dict(bf16=True, fp16=False))  # what an A100 gets
+    assert train._training_args("out", 1, 4, 1e-4, 0.0, 0, False, False, 10).bf16 is True
+    assert train._training_args("out", 1, 4, 1e-4, 0.0, 0, False, False, 10, bf16=False).bf16 is False  # caller wins
