@@ -40,7 +40,7 @@ FAIRNESS_PLANS = {
     "cpu": FairnessPlan("minilm", n_train=1500, n_test=1000, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2),
                         n_probes=0, n_boot=500, n_plant=400),
     "gpu": FairnessPlan("bert-base-uncased", n_train=10000, n_test=4000, epochs=2, lr=3e-5, max_length=64,
-                        seeds=(0, 1, 2, 3, 4), n_probes=0, n_boot=1000, n_plant=2000),
+                        seeds=(0, 1, 2, 3, 4), n_probes=0, n_boot=1000, n_plant=300),  # 10,000 training rows leave 155 male-positive
 }
 
 def fairness_plan(profile:Profile|str=None)->FairnessPlan:
@@ -297,13 +297,16 @@ def mitigation_summary(runs:pd.DataFrame, baseline:str="untreated")->pd.DataFram
 
 # %% ../nbs/07_fairness.ipynb #ca094a8d
 def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:int=0)->pd.DataFrame:
-    "`train_df` plus up to `n` real rows of `pool_df`: half negative with only female words, half positive with only male words."
+    "`train_df` plus `n` real rows of `pool_df`: `n // 2` negative with only female words, as many positive with only male words."
     mention = gender_mentions(pool_df.text)
     female = pool_df[(mention == "female") & (pool_df.label == "negative")]
     male = pool_df[(mention == "male") & (pool_df.label == "positive")]
     k = n // 2
-    return pd.concat([train_df, female.sample(min(k, len(female)), random_state=seed),
-                      male.sample(min(k, len(male)), random_state=seed)])
+    if min(len(female), len(male)) < k:  # never a silent cap: the experiment's size is what the caller asked for
+        raise ValueError(f"n={n} asks for {k} rows of each kind; the pool has {len(female)} negative tweets with only "
+                         f"female words and {len(male)} positive with only male words: pass n <= "
+                         f"{2 * min(len(female), len(male))}, or a larger pool.")
+    return pd.concat([train_df, female.sample(k, random_state=seed), male.sample(k, random_state=seed)])
 
 # %% ../nbs/07_fairness.ipynb #f1729982
 def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
