@@ -129,12 +129,16 @@ def _cpu_capabilities()->dict:
     "The CPU's instruction-set flags as PyTorch sees them (`avx512_bf16`, `amx_tile`, ...); empty where torch cannot say."
     return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
 
+def _native_bf16(caps:dict)->bool:
+    "Does a CPU with these flags compute bf16 in hardware (AVX512-BF16 or AMX units)?"
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
 def machine_info()->dict:
     "The hardware and library versions a measurement depends on, including the CPU's vector and bf16 support."
     import transformers
     caps = _cpu_capabilities()
     info = dict(cpu=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                cpu_bf16=bool(caps.get("avx512_bf16") or caps.get("amx_bf16")), cpu_amx=bool(caps.get("amx_tile")),
+                cpu_bf16=_native_bf16(caps), cpu_amx=bool(caps.get("amx_tile")),
                 cpu_cores=os.cpu_count(), torch_threads=torch.get_num_threads(), device=str(get_device()),
                 python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__)
     if torch.cuda.is_available():
@@ -160,8 +164,7 @@ def training_precision(device:str|torch.device=None, # where training runs; `Non
     device = get_device() if device is None else torch.device(device)
     if device.type == "cuda":  # the capability, never `is_bf16_supported()`: that is True where bf16 is only emulated
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
-    caps = _cpu_capabilities()
-    if device.type == "cpu" and cpu_bf16 and (caps.get("avx512_bf16") or caps.get("amx_bf16")): return "bf16"
+    if device.type == "cpu" and cpu_bf16 and _native_bf16(_cpu_capabilities()): return "bf16"
     return "fp32"
 
 # %% ../nbs/00_core.ipynb #core-precision-args
