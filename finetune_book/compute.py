@@ -6,9 +6,10 @@ Docs: https://finetune-book.github.io/finetune-book/compute.html.md"""
 
 # %% ../nbs/05_compute.ipynb #87300038
 from __future__ import annotations
-import json, os, subprocess, sys, tempfile, time, warnings, weakref
+import functools, json, math, os, subprocess, sys, tempfile, time, warnings, weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,14 +24,17 @@ from .data import tokenize_table
 from .train import predict_proba
 
 # %% auto #0
-__all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS', 'ComputePlan',
-           'compute_plan', 'bytes_per_parameter', 'model_config', 'model_task', 'prepare_for_training', 'training_step',
+__all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS',
+           'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'ComputePlan', 'compute_plan',
+           'bytes_per_parameter', 'model_config', 'model_task', 'prepare_for_training', 'training_step',
            'profile_training_memory', 'plot_memory_timeline', 'MemoryReport', 'estimate_training_memory',
            'load_for_training', 'measure_training_memory', 'compare_memory', 'activation_formula', 'formula_peak',
            'llama_1b_config', 'bert_base_config', 'text_batches', 'time_training_steps', 'Lever', 'measure_lever',
            'compare_levers', 'smaller_encoder', 'saved_size', 'track_energy', 'quantize_int8', 'state_size',
            'inference_seconds', 'ddp_train', 'run_ddp', 'max_weight_difference', 'launch_config',
-           'write_launch_configs', 'training_flops', 'gpu_job', 'tour_compute']
+           'write_launch_configs', 'training_flops', 'gpu_job', 'mpnet_base_config', 'smollm2_360m_config',
+           'ParameterCounts', 'parameter_counts', 'Work', 'work_seconds', 'plan_estimate', 'finetune_work',
+           'quality_work', 'sparse_work', 'compute_work', 'tour_compute']
 
 # %% ../nbs/05_compute.ipynb #8e6d3376
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ComputePlan:
     n_train: int            # training rows for the accuracy comparisons (one epoch)
     n_test: int
     seeds: tuple
+    n_quant: int            # test rows timed on the CPU for fp32 vs int8 (int8 kernels are CPU-only, even on a GPU machine)
 
 def _configs(b:int, s:int)->tuple:
     "The memory table's rows: each method and precision at batch `b` x `s` tokens, then longer texts, checkpointing, accumulation."
@@ -57,11 +62,11 @@ def _configs(b:int, s:int)->tuple:
 
 COMPUTE_PLANS = {
     "test": ComputePlan("minilm", _configs(4, 32)[:3], batch_size=16, max_length=64, lever_steps=1, n_train=48,
-                        n_test=60, seeds=(0,)),
+                        n_test=60, seeds=(0,), n_quant=60),
     "cpu": ComputePlan("minilm", _configs(16, 128), batch_size=16, max_length=128, lever_steps=10, n_train=1500,
-                       n_test=1000, seeds=(0, 1, 2)),
+                       n_test=1000, seeds=(0, 1, 2), n_quant=1000),
     "gpu": ComputePlan("bert-base-uncased", _configs(32, 128), batch_size=32, max_length=128, lever_steps=20,
-                       n_train=5000, n_test=4000, seeds=(0, 1, 2)),
+                       n_train=5000, n_test=3500, seeds=(0, 1, 2), n_quant=100),
 }
 
 def compute_plan(profile:Profile|str=None)->ComputePlan:
@@ -319,6 +324,13 @@ def _enable_checkpointing(model):
     if hasattr(model, "activation_checkpointing_enable"): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)  # transformers before the rename
 
+def _meta_model(config, method:str, lora_r:int=8, lora_targets:list=None):
+    "The model `config` describes, on the meta device (shapes only: no weights, no memory), set up for `method`."
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    with torch.device("meta"):
+        net = (AutoModelForCausalLM if model_task(config) == "causal-lm" else AutoModelForSequenceClassification).from_config(config)
+    return prepare_for_training(net, method, lora_r, lora_targets)
+
 def _model_name(model, config)->str:
     return model if isinstance(model, str) else getattr(config, "_name_or_path", "") or config.model_type
 
@@ -334,7 +346,6 @@ def estimate_training_memory(model, # a short name, folder with `config.json`, h
                              target:str="cpu", # `cpu`: this machine's kernels; `gpu`: fused attention (no seq x seq matrices)
                             )->MemoryReport:
     "Peak memory of training `model`, predicted from its config alone: a training step replayed on fake tensors."
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     _check_training_args(method, precision, batch_size, seq_len, optimizer, accumulation)
     _check_choice("target", target, MEMORY_TARGETS)
     config = model_config(model)
@@ -343,9 +354,7 @@ def estimate_training_memory(model, # a short name, folder with `config.json`, h
     if target == "gpu":  # fused kernels (FlashAttention) never store the attention matrix; nor does the CPU's without dropout
         for k in ("attention_probs_dropout_prob", "attention_dropout"):
             if hasattr(config, k): setattr(config, k, 0.0)
-    with torch.device("meta"):
-        net = (AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification).from_config(config)
-    net = prepare_for_training(net, method, lora_r, lora_targets)
+    net = _meta_model(config, method, lora_r, lora_targets)
     counts = count_parameters(net)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     net = _fake_parameters(net, mode)
@@ -678,6 +687,153 @@ def gpu_job(report:MemoryReport, # an estimate made with `target="gpu"`
                usd=hours * g["usd_per_hour"])
     if kg_per_kwh is not None: out["kg_co2"] = kwh * kg_per_kwh
     return out
+
+# %% ../nbs/05_compute.ipynb #published-configs
+def mpnet_base_config():
+    "MPNet-base's shape (`MPNetConfig`'s defaults: 12 layers, hidden size 768), the body of `paraphrase-mpnet-base-v2`."
+    from transformers import MPNetConfig
+    return MPNetConfig()
+
+def smollm2_360m_config():
+    "The published shape of SmolLM2-360M (its `config.json` on the Hub, an outside figure): a 362M-parameter decoder."
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=49152, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+                       num_attention_heads=15, num_key_value_heads=5, tie_word_embeddings=True,
+                       max_position_embeddings=8192, rope_theta=100000.0, architectures=["LlamaForCausalLM"])
+
+PUBLISHED_CONFIGS = {  # the hub models the `gpu` plans name, by shape, so that their cost can be estimated offline
+    "bert-base-uncased": bert_base_config,
+    "sentence-transformers/paraphrase-mpnet-base-v2": mpnet_base_config,
+    "HuggingFaceTB/SmolLM2-360M-Instruct": smollm2_360m_config,
+}
+
+# %% ../nbs/05_compute.ipynb #parameter-counts
+class ParameterCounts(NamedTuple):
+    "All the parameters of a model, and those a training method updates."
+    params: int
+    trainable: int
+
+@functools.lru_cache(maxsize=None)
+def parameter_counts(model:str, # a short name, folder, hub id, or a name in `PUBLISHED_CONFIGS` (no download)
+                     method:str="full", lora_r:int=8, lora_targets:tuple=None)->ParameterCounts:
+    "Parameter counts of `model` set up for `method`, from its config alone (meta tensors: no weights, no memory)."
+    config = PUBLISHED_CONFIGS[model]() if model in PUBLISHED_CONFIGS else model_config(model)
+    counts = count_parameters(_meta_model(config, method, lora_r, lora_targets))
+    return ParameterCounts(counts["total"], counts["trainable"])
+
+# %% ../nbs/05_compute.ipynb #work-seconds
+# Assumptions of the plan estimates (none was measured here; edit them for your machine):
+LOAD_SECONDS = 10           # load a 0.1-0.4B-parameter model from the disk cache, build its trainer, move it to the GPU
+DECODE_STEP_SECONDS = 0.03  # one decoding step of a batch of prompts, sub-1B decoder on a T4 (memory-bound)
+CPU_TFLOPS = 0.1            # a 2-vCPU Colab runtime in fp32, for the work a chapter runs on the CPU by design
+
+@dataclass(frozen=True)
+class Work:
+    "One kind of model work a chapter's plan does, `runs` times over."
+    what: str                   # a few words for the table
+    model: str                  # short name, folder, hub id or a name in `PUBLISHED_CONFIGS`
+    runs: int = 1
+    method: str = "full"        # what training updates: `full`, `freeze` (head only; also input gradients) or `lora`
+    train_examples: int = 0     # examples trained on per run, all epochs together
+    train_length: int = 128     # tokens per training example (the plan's max_length: an upper bound)
+    predict_texts: int = 0      # texts run forward only per run: evaluation, embeddings
+    predict_length: int = 128
+    decode_steps: int = 0       # sequential decoding steps per run: batches of prompts x new tokens
+    loads: int = 1              # model loads per run
+    lora_targets: tuple = None  # with `method="lora"`: module names that get adapters (`None`: peft's default)
+    on_cpu: bool = False        # run on the CPU even on a GPU machine
+
+def work_seconds(work:Work, gpu:str="T4", utilisation:float=0.3, # share of the GPU's peak FLOP rate (an assumption)
+                 load_s:float=LOAD_SECONDS, decode_step_s:float=DECODE_STEP_SECONDS, cpu_tflops:float=CPU_TFLOPS)->dict:
+    "Estimated seconds of `work` on `gpu`: its FLOPs at the effective rate, plus decoding steps and model loads."
+    _check_choice("gpu", gpu, GPUS)
+    counts = parameter_counts(work.model, work.method, lora_targets=work.lora_targets)
+    flops = (training_flops(counts, work.train_examples * work.train_length)
+             + 2 * counts.params * work.predict_texts * work.predict_length)  # forward only: 2 FLOPs per parameter
+    rate = cpu_tflops * 1e12 if work.on_cpu else GPUS[gpu]["tflops_16bit"] * 1e12 * utilisation
+    compute_s = work.runs * flops / rate
+    other_s = work.runs * (work.decode_steps * decode_step_s + work.loads * load_s)
+    return dict(what=work.what, model=work.model, runs=work.runs, pflop=work.runs * flops / 1e15,
+                compute_s=compute_s, other_s=other_s, seconds=compute_s + other_s)
+
+# %% ../nbs/05_compute.ipynb #plan-estimate
+def plan_estimate(works:list, # the `Work`s of one chapter's plan
+                  gpu:str="T4", **kwargs, # passed to `work_seconds`
+                 )->pd.DataFrame:
+    "Estimated minutes of each `Work` on `gpu`, and a `total` row (estimates from stated assumptions, not measurements)."
+    rows = pd.DataFrame([work_seconds(w, gpu, **kwargs) for w in works])
+    total = rows.sum(numeric_only=True)
+    rows = pd.concat([rows, pd.DataFrame([{"what": "total", "model": "", **total}])], ignore_index=True)
+    minutes = rows[["compute_s", "other_s", "seconds"]].astype(float) / 60
+    return rows[["what", "model", "runs", "pflop"]].assign(
+        compute_min=minutes.compute_s, loads_and_decoding_min=minutes.other_s, minutes=minutes.seconds)
+
+# %% ../nbs/05_compute.ipynb #finetune-work
+def finetune_work(profile:Profile)->list:
+    "Chapter 2's work under `profile`: the two recipes compared, the headline run and its seeds, the demo models."
+    text = dict(train_length=profile.max_length, predict_length=profile.max_length)
+    return [Work("recipes compared (seed article's, book's)", profile.classifier, runs=2,
+                 train_examples=profile.n_bench, predict_texts=profile.n_test, **text),
+            Work("headline run and its seeds (early stopping may end sooner)", profile.classifier,
+                 runs=len(profile.seeds), train_examples=profile.n_train * profile.epochs,
+                 predict_texts=profile.n_val * profile.epochs + profile.n_test, **text),
+            Work("models loaded for the demos (attention, checkpoint)", profile.classifier, loads=3),
+            Work("decoder loaded for the attention demo", profile.llm)]
+
+# %% ../nbs/05_compute.ipynb #quality-work
+def quality_work(plan, # chapter 3's `QualityPlan`
+                 profile:Profile)->list:
+    "Chapter 3's work: sentence embeddings for the audits, the 3-fold fine-tuned detector, raw vs cleaned runs."
+    embedded = plan.n_bbc + plan.n_audit + plan.n_finetune + plan.n_tweets + profile.n_test
+    text = dict(train_length=profile.max_length, predict_length=profile.max_length)
+    return [Work("sentence embeddings for the audits (MiniLM, 256 tokens)", "minilm", method="freeze", loads=5,
+                 predict_texts=embedded, predict_length=256),
+            Work("fine-tuned label-error detector (3 folds, MiniLM)", "minilm", runs=3,
+                 train_examples=plan.n_finetune * 2 // 3, predict_texts=plan.n_finetune // 3, **text),
+            Work("raw vs cleaned fine-tuning, each seed", profile.classifier, runs=2 * len(profile.seeds),
+                 train_examples=plan.n_tweets * plan.epochs, predict_texts=profile.n_test, **text)]
+
+# %% ../nbs/05_compute.ipynb #sparse-work
+def sparse_work(plan, # chapter 4's `SparsePlan`
+                profile:Profile, classes:dict=None, # dataset -> number of classes; `None`: the tweets' 3 and BBC's 5
+               )->list:
+    "Chapter 4's work: four trained methods at each k and seed on each dataset, the paraphrases, transfer."
+    from finetune_book.sparse import encoder_lora_config, step_budget
+    classes = classes or {"tweets": 3, "bbc": 5}
+    rows = {name: [n * k for k in plan.ks] for name, n in classes.items()}  # k-shot training rows at each k
+    def seen(n, max_steps=plan.max_steps): return step_budget(n, plan.epochs, plan.batch_size, max_steps) * plan.batch_size
+    def run(what, examples, runs=len(plan.seeds), method="full"):
+        targets = tuple(encoder_lora_config().target_modules) if method == "lora" else None
+        return Work(what, plan.encoder, runs, method, examples, plan.max_length, plan.n_test, plan.max_length,
+                    lora_targets=targets)
+    work = [w for name, ns in rows.items() for n in ns for w in (
+                run(f"{name}: full fine-tuning, {n} rows", seen(n)), run(f"{name}: LoRA, {n} rows", seen(n), method="lora"),
+                run(f"{name}: SetFit, {n} rows", 2 * max(1, plan.max_steps // 2) * plan.batch_size),  # pairs: 2 texts
+                run(f"{name}: fine-tuning + EDA, {n} rows", seen(n * (1 + plan.n_aug))))]
+    small, big = rows["tweets"][0], rows["tweets"][-1]
+    prompts = small * len(plan.seeds) * plan.n_aug  # paraphrase requests (at most: shared samples are rewritten once)
+    return work + [run("tweets: 3x the step budget at the largest k", seen(big, 3 * plan.max_steps), runs=3),
+                   run("tweets: + judged / all paraphrases", seen(small * (1 + plan.n_aug)), runs=2 * len(plan.seeds)),
+                   Work("paraphrases: 48 new tokens, batches of 16", profile.llm, decode_steps=math.ceil(prompts / 16) * 48),
+                   run("transfer: the source model (2 epochs)", 2 * plan.n_source, runs=1),
+                   *[run(f"transfer: from the raw encoder and from the source, {n} rows", seen(n), runs=2 * len(plan.seeds))
+                     for n in rows["tweets"]]]
+
+# %% ../nbs/05_compute.ipynb #compute-work
+def compute_work(plan:ComputePlan)->list:
+    "This chapter's work: the memory table's measured steps, the levers, the accuracy variants, and its CPU parts."
+    text = dict(train_length=plan.max_length, predict_length=plan.max_length)
+    return [Work("memory table: two measured steps per setting", plan.model, runs=len(plan.memory_configs),
+                 train_examples=2 * 4 * plan.batch_size, **text),  # up to 4x the batch's tokens (the longer-text row)
+            Work("levers: warm-up, timed and profiled steps", plan.model, runs=7,
+                 train_examples=(plan.lever_steps + 2) * plan.batch_size, **text),
+            Work("accuracy variants x seeds (one epoch)", plan.model, runs=4 * len(plan.seeds),
+                 train_examples=plan.n_train, predict_texts=plan.n_test, **text),
+            Work("memory timeline, gradient accumulation (CPU)", plan.model, runs=2, on_cpu=True,
+                 train_examples=2 * plan.batch_size, **text),
+            Work("fp32 vs int8 inference (CPU)", plan.model, runs=2, on_cpu=True, loads=0,
+                 predict_texts=4 * plan.n_quant + 64, **text),  # a warm-up batch, 3 timed passes, 1 scored
+            Work("two-process DDP demo (CPU)", plan.model, runs=4, on_cpu=True, train_examples=3 * 8, train_length=32)]
 
 # %% ../nbs/05_compute.ipynb #2a7ba867
 def tour_compute(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

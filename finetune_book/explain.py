@@ -23,7 +23,7 @@ __all__ = ['EXPLAIN_PLANS', 'ATTRIBUTION_METHODS', 'FRACTIONS', 'ExplainPlan', '
            'attention_maps', 'plot_attention', 'special_attention_share', 'Attribution', 'class_probs', 'ig_baseline',
            'attribute', 'highlight_html', 'attribute_many', 'rationale_ids', 'erasure_curves', 'aopc', 'faithfulness',
            'plot_aopc', 'method_agreement', 'randomization_stages', 'reinitialize', 'cascading_randomization',
-           'plot_randomization', 'concept_vector', 'TCAVResult', 'tcav', 'tcav_by_layer', 'explorer',
+           'plot_randomization', 'concept_vector', 'TCAVResult', 'tcav', 'tcav_by_layer', 'explorer', 'explain_work',
            'tour_explainability']
 
 # %% ../nbs/06_explainability.ipynb #6e5dec27
@@ -497,6 +497,21 @@ def explorer(model, tokenizer, text:str="@united the flight was delayed again an
     button.on_click(show)
     show()
     return widgets.VBox([widgets.HBox([box, method, button]), result])
+
+# %% ../nbs/06_explainability.ipynb #explain-work
+def explain_work(plan:ExplainPlan)->list:
+    "What this chapter runs, for `compute.plan_estimate` (upper bounds; the one-text demos are left out)."
+    from finetune_book.compute import Work
+    tcav_calls = 2 * len(plan.tcav_layers) * 2  # two concepts x the layers x two labels
+    on = dict(model=plan.model, train_length=plan.max_length, predict_length=plan.max_length, loads=0)
+    grads = dict(method="freeze", **on)  # input gradients: forward and backward, no weight update
+    return [Work("fine-tuning", plan.model, train_examples=plan.n_train * plan.epochs, train_length=plan.max_length,
+                 predict_texts=max(plan.n_texts, plan.n_tcav_test, 200), predict_length=plan.max_length),
+            Work("integrated gradients", train_examples=plan.n_texts * plan.ig_steps, **grads),
+            Work("leave-one-out, attention and erasure curves", predict_texts=plan.n_texts * (plan.max_length + 50), **on),
+            Work("randomization check: 16 models", train_examples=plan.n_sanity * 16 * plan.sanity_steps, **grads),
+            Work("TCAV: concept activations", predict_texts=tcav_calls * 6 * plan.tcav_set_size, **on),
+            Work("TCAV: directional derivatives", train_examples=tcav_calls * plan.n_tcav_test, **grads)]
 
 # %% ../nbs/06_explainability.ipynb #ced9c22f
 def tour_explainability(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

@@ -22,7 +22,7 @@ __all__ = ['FAIRNESS_PLANS', 'EMOTION_STATES', 'EMOTION_SITUATIONS', 'EMOTION_SE
            'FairnessPlan', 'fairness_plan', 'make_probe_set', 'counterfactual_augment', 'counterfactual_pairs',
            'placebo_pairs', 'counterfactual_gap', 'group_metrics', 'bootstrap_ci', 'gender_mentions',
            'counterfactual_table', 'mask_identity_words', 'mitigation_run', 'mitigation_summary', 'plant_gender_skew',
-           'tour_fairness']
+           'fairness_work', 'tour_fairness']
 
 # %% ../nbs/07_fairness.ipynb #3e24bda9
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ FAIRNESS_PLANS = {
                          n_probes=600, n_boot=50, n_plant=60),
     "cpu": FairnessPlan("minilm", n_train=1500, n_test=1000, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2),
                         n_probes=0, n_boot=500, n_plant=400),
-    "gpu": FairnessPlan("bert-base-uncased", n_train=10000, n_test=4000, epochs=2, lr=3e-5, max_length=64,
-                        seeds=(0, 1, 2, 3, 4), n_probes=0, n_boot=1000, n_plant=300),  # 10,000 training rows leave 155 male-positive
+    "gpu": FairnessPlan("bert-base-uncased", n_train=8000, n_test=3500, epochs=2, lr=3e-5, max_length=64,
+                        seeds=(0, 1, 2), n_probes=0, n_boot=1000, n_plant=300),  # <= 20 min on a T4 (`fairness_work`)
 }
 
 def fairness_plan(profile:Profile|str=None)->FairnessPlan:
@@ -307,6 +307,23 @@ def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:i
                          f"female words and {len(male)} positive with only male words: pass n <= "
                          f"{2 * min(len(female), len(male))}, or a larger pool.")
     return pd.concat([train_df, female.sample(k, random_state=seed), male.sample(k, random_state=seed)])
+
+# %% ../nbs/07_fairness.ipynb #fairness-work
+def fairness_work(plan:FairnessPlan, n_probes:int=8640, # probe texts each model scores (the packaged templates, all of them)
+                 )->list:
+    "What this chapter runs, for `compute.plan_estimate`: each fine-tuning run scores the probes and the test split."
+    from finetune_book.compute import Work
+    n_probes = plan.n_probes or n_probes
+    seeds = len(plan.seeds)
+    run = dict(model=plan.model, train_length=plan.max_length, predict_length=plan.max_length,
+               predict_texts=n_probes + plan.n_test)
+    return [Work("headline fine-tuning", train_examples=plan.n_train * plan.epochs, **run),
+            Work("untreated, counterfactual augmentation, masking x seeds", runs=3 * seeds,
+                 train_examples=round(1.1 * plan.n_train) * plan.epochs, **run),  # augmentation adds up to ~10% rows
+            Work("planted skew: untreated and augmented x seeds", runs=2 * seeds,
+                 train_examples=round(1.15 * (plan.n_train + plan.n_plant)) * plan.epochs, **run),
+            Work("probe scoring for the tables", plan.model, loads=0, predict_texts=4 * n_probes,
+                 predict_length=plan.max_length)]
 
 # %% ../nbs/07_fairness.ipynb #f1729982
 def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

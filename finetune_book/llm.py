@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/llm_instruction_tuning.html.
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #3c95286d
 from __future__ import annotations
-import copy, re, tempfile, time
+import copy, math, re, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ __all__ = ['LLM_PLANS', 'SENTIMENT_REQUEST', 'TOPIC_REQUEST', 'GENERAL_QUESTIONS
            'parse_label', 'score_answers', 'evaluate_instructions', 'pick_shots', 'loss_mask', 'sft_dataset',
            'decoder_lora_config', 'sft_trainer', 'lora_parameter_count', 'InstructionTuneResult', 'instruction_tune',
            'knowledge_check', 'response_nll', 'forgetting_report', 'save_adapter', 'load_adapter', 'merge_adapter',
-           'corrupt_responses', 'tour_llm']
+           'corrupt_responses', 'llm_work', 'tour_llm']
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #dbeb285d
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ class LLMPlan:
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLM_PLANS = {
-    "test": LLMPlan("smollm2-135m", n_train=32, n_test=12, steps=3, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
+    "test": LLMPlan("smollm2-135m", n_train=32, n_test=8, steps=3, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
                     seeds=(0,), n_small=8, noise=0.4, n_questions=4),
     "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=200, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
                    seeds=(0, 1, 2), n_small=24, noise=0.4, n_questions=12),
-    "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, steps=500, batch_size=16,
+    "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, steps=300, batch_size=16,
                    lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), n_small=48, noise=0.4, n_questions=12),
 }
 
@@ -337,6 +337,19 @@ def corrupt_responses(examples:pd.DataFrame, share:float, labels:tuple=TWEET_LAB
     for i in rows: out.iloc[i, col] = rng.choice([l for l in labels if l != out.iloc[i, col]])
     out["corrupted"] = False; out.iloc[rows, out.columns.get_loc("corrupted")] = True
     return out
+
+# %% ../nbs/08_llm_instruction_tuning.ipynb #llm-work
+def llm_work(plan:LLMPlan, seq_len:int=320, # tokens per training conversation (an upper bound; the chapter measures it)
+             prompt_len:int=320, # tokens per evaluation prompt (few-shot prompts are the longest)
+            )->list:
+    "What this chapter runs, for `compute.plan_estimate`: six LoRA runs, eight evaluations, the small generations."
+    from finetune_book.compute import Work
+    answer_steps = math.ceil(plan.n_test / 16) * 4  # batches of 16 prompts x 4 new tokens
+    return [Work("LoRA runs: seeds, lr / 10, noisy, few examples", plan.model, runs=len(plan.seeds) + 3, method="lora",
+                 lora_targets=plan.targets, train_examples=plan.steps * plan.batch_size, train_length=seq_len),
+            Work("evaluations: zero-shot, few-shot, after each run", plan.model, runs=len(plan.seeds) + 5, loads=0,
+                 predict_texts=plan.n_test, predict_length=prompt_len, decode_steps=answer_steps),
+            Work("general questions, reloads, examples", plan.model, loads=3, decode_steps=2 * 32 + 3 * 4 + 10 * 32)]
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #079b6e0f
 def tour_llm(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

@@ -22,11 +22,11 @@ from .train import classification_metrics, fine_tune, predict
 
 # %% auto #0
 __all__ = ['SPARSE_PLANS', 'STOPWORDS', 'FULL_LR', 'LORA_LR', 'PARAPHRASE_REQUEST', 'SparsePlan', 'sparse_plan', 'sample_k_shot',
-           'EmbeddingCache', 'probe_method', 'prototype_method', 'finetune_method', 'encoder_lora_config',
-           'setfit_method', 'load_synonyms', 'synonym_replace', 'random_insert', 'random_swap', 'random_delete', 'eda',
-           'augment_table', 'augmented_method', 'eda_augmenter', 'learning_curve', 'curve_summary', 'curve_table',
-           'margins', 'plot_learning_curve', 'sparse_methods', 'paraphrase', 'judge_paraphrases', 'table_augmenter',
-           'train_source_model', 'tour_sparse_data']
+           'EmbeddingCache', 'probe_method', 'prototype_method', 'step_budget', 'finetune_method',
+           'encoder_lora_config', 'setfit_method', 'load_synonyms', 'synonym_replace', 'random_insert', 'random_swap',
+           'random_delete', 'eda', 'augment_table', 'augmented_method', 'eda_augmenter', 'learning_curve',
+           'curve_summary', 'curve_table', 'margins', 'plot_learning_curve', 'sparse_methods', 'paraphrase',
+           'judge_paraphrases', 'table_augmenter', 'train_source_model', 'tour_sparse_data']
 
 # %% ../nbs/04_sparse_data.ipynb #30b2138a
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ SPARSE_PLANS = {
                        max_steps=4, batch_size=8, n_source=48, n_aug=1),
     "cpu": SparsePlan("minilm", ks=(4, 16), probe_ks=(4, 8, 16, 32, 64), seeds=(0, 1, 2, 3, 4), n_test=200,
                       max_length=48, epochs=10, max_steps=20, batch_size=8, n_source=1000, n_aug=2),
-    "gpu": SparsePlan("sentence-transformers/paraphrase-mpnet-base-v2", ks=(4, 8, 16, 32, 64),
-                      probe_ks=(4, 8, 16, 32, 64, 128), seeds=tuple(range(10)), n_test=1000, max_length=128,
-                      epochs=20, max_steps=200, batch_size=16, n_source=5000, n_aug=4),
+    "gpu": SparsePlan("sentence-transformers/paraphrase-mpnet-base-v2", ks=(4, 16),
+                      probe_ks=(4, 8, 16, 32, 64, 128), seeds=(0, 1, 2), n_test=500, max_length=128,
+                      epochs=20, max_steps=100, batch_size=16, n_source=5000, n_aug=2),  # sized to <= 20 min on a T4
 }
 
 def sparse_plan(profile:Profile|str=None)->SparsePlan:
@@ -125,11 +125,12 @@ def prototype_method(embed:EmbeddingCache)->Callable:
         return np.asarray(names)[(embed(test_texts) @ centres.T).argmax(1)]
     return prototypes
 
-# %% ../nbs/04_sparse_data.ipynb #d399b7af
-def _steps(n_rows:int, epochs:int, batch_size:int, max_steps:int)->int:
-    "Optimizer steps for `epochs` passes over `n_rows`, capped at `max_steps`."
+# %% ../nbs/04_sparse_data.ipynb #step-budget
+def step_budget(n_rows:int, epochs:int, batch_size:int, max_steps:int)->int:
+    "Optimizer steps for `epochs` passes over `n_rows`, capped at `max_steps` (and at least one)."
     return max(1, min(math.ceil(epochs * n_rows / batch_size), max_steps))
 
+# %% ../nbs/04_sparse_data.ipynb #d399b7af
 def finetune_method(model:str="minilm", # short name, folder or hub id of the starting model
                     epochs:int=10, max_steps:int=24, batch_size:int=8, lr:float=5e-5, max_length:int=128,
                     peft_config=None, # e.g. `LoraConfig(...)` to train adapters only
@@ -139,12 +140,14 @@ def finetune_method(model:str="minilm", # short name, folder or hub id of the st
         _check_inputs(train, test_texts)
         run = fine_tune(model, train, labels, epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
                         seed=seed, progress=False, peft_config=copy.deepcopy(peft_config),  # peft edits its config
-                        max_steps=_steps(len(train), epochs, batch_size, max_steps))
+                        max_steps=step_budget(len(train), epochs, batch_size, max_steps))
         return predict(run.model, run.tokenizer, list(test_texts), max_length=max_length)["label"].to_numpy()
     return finetuned
 
-def encoder_lora_config(r:int=8, alpha:int=16, dropout:float=0.1, targets:tuple=("query", "value")):
-    "A peft `LoraConfig` for sequence classification: rank-`r` adapters on the attention's `targets`."
+def encoder_lora_config(r:int=8, alpha:int=16, dropout:float=0.1,
+                        targets:tuple=("query", "value", "q", "v"), # the attention's query and value: BERT's names, then MPNet's
+                       ):
+    "A peft `LoraConfig` for sequence classification: rank-`r` adapters on the attention's `targets` (module-name endings)."
     from peft import LoraConfig, TaskType
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
                       target_modules=list(targets))
@@ -394,7 +397,7 @@ def _first_line(reply:str)->str:
     return line.strip().strip('"').strip()
 
 def paraphrase(texts:list, # texts to rewrite
-               model, tokenizer, # an instruct causal LM and its tokenizer (`load_causal_lm`)
+               model, tokenizer, # an instruct causal LM and its tokenizer (`load_chat_model`)
                n:int=1, # paraphrases per text
                seed:int=0, max_new_tokens:int=48, temperature:float=0.8, batch_size:int=16,
                request:str=PARAPHRASE_REQUEST)->pd.DataFrame:

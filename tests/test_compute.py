@@ -140,3 +140,65 @@ def test_korthikanti_formula_undercounts_the_replayed_peak():
     est = C.estimate_training_memory("minilm", batch_size=16, seq_len=128)
     formula = C.formula_peak(C.model_config("minilm"), est.params, "fp32", "adamw", 16, 128)
     assert 0.7 * est.total < formula < est.total   # close, but it leaves tensors out
+
+
+# --- the gpu plans on paper (issue 17): every chapter's `gpu` plan fits the promised 20 minutes on a T4 ---
+
+def _gpu_plan_work():
+    "Each chapter's work under its `gpu` plan, as the chapters list it."
+    from finetune_book.core import get_profile
+    from finetune_book.data_quality import quality_plan
+    from finetune_book.explain import explain_plan, explain_work
+    from finetune_book.fairness import fairness_plan, fairness_work
+    from finetune_book.llm import llm_plan, llm_work
+    from finetune_book.sparse import sparse_plan
+    gpu = get_profile("gpu")
+    return {"02": C.finetune_work(gpu), "03": C.quality_work(quality_plan("gpu"), gpu),
+            "04": C.sparse_work(sparse_plan("gpu"), gpu), "05": C.compute_work(C.compute_plan("gpu")),
+            "06": explain_work(explain_plan("gpu")), "07": fairness_work(fairness_plan("gpu")),
+            "08": llm_work(llm_plan("gpu"))}
+
+
+def test_every_gpu_plan_fits_20_minutes_on_a_t4_on_paper():
+    minutes = {ch: C.plan_estimate(w).minutes.iloc[-1] for ch, w in _gpu_plan_work().items()}
+    print("estimated T4 minutes per chapter:", {ch: round(m, 1) for ch, m in minutes.items()})
+    assert all(m <= 20 for m in minutes.values()), minutes
+    assert all(m > 2 for m in minutes.values()), minutes  # nothing priced at zero: a dropped Work would hide here
+
+
+def test_published_configs_have_the_published_sizes():
+    counts = {name: C.parameter_counts(name).params for name in C.PUBLISHED_CONFIGS}
+    assert round(counts["bert-base-uncased"] / 1e6, 1) == 109.5  # BERT-base with a 2-class head
+    assert round(counts["HuggingFaceTB/SmolLM2-360M-Instruct"] / 1e6, 1) == 361.8  # the model card's 362M
+    assert round(counts["sentence-transformers/paraphrase-mpnet-base-v2"] / 1e6, 1) == 109.5  # MPNet-base + a head
+    lora = C.parameter_counts("sentence-transformers/paraphrase-mpnet-base-v2", "lora", lora_targets=("q", "v"))
+    assert 0 < lora.trainable < 0.01 * lora.params  # MPNet's q/v adapters (and its head), not every weight
+
+
+def test_plan_estimate_prices_each_work_and_sums_them():
+    a = C.Work("a", "minilm", runs=3, train_examples=1000, train_length=64)
+    b = C.Work("b", "minilm", predict_texts=500, predict_length=32, decode_steps=10, loads=2)
+    table = C.plan_estimate([a, b], load_s=5, decode_step_s=0.5)
+    p = C.parameter_counts("minilm").params
+    rate = C.GPUS["T4"]["tflops_16bit"] * 1e12 * 0.3
+    assert table.compute_min.iloc[0] == pytest.approx(3 * 6 * p * 1000 * 64 / rate / 60)
+    assert table.loads_and_decoding_min.iloc[0] == pytest.approx(3 * 5 / 60)  # one load per run, three runs
+    assert table.compute_min.iloc[1] == pytest.approx(2 * p * 500 * 32 / rate / 60)
+    assert table.loads_and_decoding_min.iloc[1] == pytest.approx((10 * 0.5 + 2 * 5) / 60)
+    assert list(table.what) == ["a", "b", "total"]
+    assert table.minutes.iloc[-1] == pytest.approx(table.minutes.iloc[0] + table.minutes.iloc[1])
+    assert C.plan_estimate([a], gpu="A100", load_s=5).minutes.iloc[0] < table.minutes.iloc[0]  # the gpu argument is used
+
+
+def test_sparse_work_follows_the_plan():
+    from dataclasses import replace
+    from finetune_book.core import get_profile
+    from finetune_book.sparse import sparse_plan
+    plan, gpu = sparse_plan("gpu"), get_profile("gpu")
+    one = C.plan_estimate(C.sparse_work(plan, gpu)).minutes.iloc[-1]
+    more_seeds = C.plan_estimate(C.sparse_work(replace(plan, seeds=plan.seeds * 2), gpu)).minutes.iloc[-1]
+    assert 1.8 * one < more_seeds < 2.1 * one  # nearly every run is repeated per seed
+    work = C.sparse_work(plan, gpu)
+    assert {w.what.split(",")[0] for w in work} >= {"tweets: full fine-tuning", "bbc: LoRA", "bbc: SetFit",
+                                                     "tweets: fine-tuning + EDA"}
+    assert len([w for w in work if w.what.startswith("bbc:")]) == 4 * len(plan.ks)

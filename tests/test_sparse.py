@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from finetune_book.data import TWEET_LABELS, sample_rows, split_data
 from finetune_book.sparse import (EmbeddingCache, augment_table, curve_summary, eda, finetune_method,
@@ -136,3 +137,14 @@ def test_an_encoder_that_is_not_there_names_the_offline_fix():
         EmbeddingCache("nobody/no-such-sentence-model")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         EmbeddingCache("./no/such/folder")
+
+
+@pytest.mark.parametrize("config, names", [("BertConfig", {"query", "value"}), ("MPNetConfig", {"q", "v"})])
+def test_encoder_lora_config_finds_each_encoders_attention(config, names):
+    "BERT calls its projections query/value, MPNet (the gpu plan's encoder) q/v: the default must adapt both."
+    import transformers
+    from peft import get_peft_model
+    with torch.device("meta"):
+        net = transformers.AutoModelForSequenceClassification.from_config(getattr(transformers, config)(num_hidden_layers=2))
+    adapted = [n.split(".")[-2] for n, _ in get_peft_model(net, encoder_lora_config()).named_modules() if n.endswith("lora_A")]
+    assert set(adapted) == names and len(adapted) == 2 * 2  # both projections in each of the 2 layers
