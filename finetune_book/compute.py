@@ -25,16 +25,17 @@ from .train import predict_proba
 
 # %% auto #0
 __all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS',
-           'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'ComputePlan', 'compute_plan',
-           'bytes_per_parameter', 'model_config', 'model_task', 'prepare_for_training', 'training_step',
-           'profile_training_memory', 'plot_memory_timeline', 'MemoryReport', 'estimate_training_memory',
-           'load_for_training', 'measure_training_memory', 'compare_memory', 'activation_formula', 'formula_peak',
-           'llama_1b_config', 'bert_base_config', 'text_batches', 'time_training_steps', 'Lever', 'measure_lever',
-           'compare_levers', 'smaller_encoder', 'saved_size', 'track_energy', 'quantize_int8', 'state_size',
-           'inference_seconds', 'ddp_train', 'run_ddp', 'max_weight_difference', 'launch_config',
-           'write_launch_configs', 'training_flops', 'gpu_job', 'mpnet_base_config', 'smollm2_360m_config',
-           'ParameterCounts', 'parameter_counts', 'Work', 'work_seconds', 'plan_estimate', 'finetune_work',
-           'quality_work', 'sparse_work', 'compute_work', 'tour_compute']
+           'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'WORK_PRECISIONS', 'TWEET_TOKENS',
+           'TWEET_MEAN_TOKENS', 'ComputePlan', 'compute_plan', 'bytes_per_parameter', 'model_config', 'model_task',
+           'prepare_for_training', 'training_step', 'profile_training_memory', 'plot_memory_timeline', 'MemoryReport',
+           'estimate_training_memory', 'load_for_training', 'measure_training_memory', 'compare_memory',
+           'activation_formula', 'formula_peak', 'llama_1b_config', 'bert_base_config', 'text_batches',
+           'time_training_steps', 'Lever', 'measure_lever', 'compare_levers', 'smaller_encoder', 'saved_size',
+           'track_energy', 'quantize_int8', 'state_size', 'inference_seconds', 'ddp_train', 'run_ddp',
+           'max_weight_difference', 'launch_config', 'write_launch_configs', 'training_flops', 'gpu_job',
+           'mpnet_base_config', 'smollm2_360m_config', 'ParameterCounts', 'parameter_counts', 'Work', 'work_seconds',
+           'plan_estimate', 'padded_tokens', 'tweet_tokens', 'finetune_work', 'quality_work', 'sparse_work',
+           'compute_work', 'tour_compute']
 
 # %% ../nbs/05_compute.ipynb #8e6d3376
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ COMPUTE_PLANS = {
                         n_test=60, seeds=(0,), n_quant=60),
     "cpu": ComputePlan("minilm", _configs(16, 128), batch_size=16, max_length=128, lever_steps=10, n_train=1500,
                        n_test=1000, seeds=(0, 1, 2), n_quant=1000),
-    "gpu": ComputePlan("bert-base-uncased", _configs(32, 128), batch_size=32, max_length=128, lever_steps=20,
-                       n_train=5000, n_test=3500, seeds=(0, 1, 2), n_quant=100),
+    "gpu": ComputePlan("bert-base-uncased", _configs(32, 128), batch_size=32, max_length=128, lever_steps=10,
+                       n_train=2000, n_test=2000, seeds=(0, 1, 2), n_quant=100),  # <= 20 min on a T4: `compute_work`
 }
 
 def compute_plan(profile:Profile|str=None)->ComputePlan:
@@ -663,11 +664,12 @@ def write_launch_configs(folder:str|Path, num_processes:int=2)->list:
 # %% ../nbs/05_compute.ipynb #aceb8b36
 # Outside figures (vendor data sheets; prices are assumptions, not quotes): edit them for your cloud.
 GPUS = {
-    "T4":   dict(memory_gb=16, tflops_16bit=65, watts=70, usd_per_hour=0.35),    # NVIDIA T4 data sheet (fp16 tensor cores)
-    "A100": dict(memory_gb=80, tflops_16bit=312, watts=400, usd_per_hour=1.80),  # NVIDIA A100 80GB SXM data sheet (bf16 dense)
+    "T4":   dict(memory_gb=16, tflops_16bit=65, tflops_fp32=8.1, watts=70, usd_per_hour=0.35),      # NVIDIA T4 data sheet (fp16 tensor cores)
+    "A100": dict(memory_gb=80, tflops_16bit=312, tflops_fp32=19.5, watts=400, usd_per_hour=1.80),  # NVIDIA A100 80GB SXM data sheet (bf16 dense)
 }
 
-def training_flops(report:MemoryReport, tokens:int)->float:
+def training_flops(report, # a `MemoryReport`, or anything with `params` and `trainable` counts
+                   tokens:int)->float:
     "FLOPs to train on `tokens` tokens: 2 per parameter forward, 2 more backward for input gradients, 2 per trainable one for weight gradients."
     return 4 * report.params * tokens + 2 * report.trainable * tokens
 
@@ -709,17 +711,21 @@ PUBLISHED_CONFIGS = {  # the hub models the `gpu` plans name, by shape, so that 
 
 # %% ../nbs/05_compute.ipynb #parameter-counts
 class ParameterCounts(NamedTuple):
-    "All the parameters of a model, and those a training method updates."
+    "All the parameters of a model, and those a training method updates (what `training_flops` needs)."
     params: int
     trainable: int
 
 @functools.lru_cache(maxsize=None)
-def parameter_counts(model:str, # a short name, folder, hub id, or a name in `PUBLISHED_CONFIGS` (no download)
-                     method:str="full", lora_r:int=8, lora_targets:tuple=None)->ParameterCounts:
-    "Parameter counts of `model` set up for `method`, from its config alone (meta tensors: no weights, no memory)."
+def _parameter_counts(model:str, method:str, lora_r:int, lora_targets:tuple)->ParameterCounts:
     config = PUBLISHED_CONFIGS[model]() if model in PUBLISHED_CONFIGS else model_config(model)
-    counts = count_parameters(_meta_model(config, method, lora_r, lora_targets))
+    counts = count_parameters(_meta_model(config, method, lora_r, list(lora_targets) if lora_targets else None))
     return ParameterCounts(counts["total"], counts["trainable"])
+
+def parameter_counts(model:str, # a short name, folder, hub id, or a name in `PUBLISHED_CONFIGS` (nothing downloaded)
+                     method:str="full", lora_r:int=8, lora_targets:list=None)->ParameterCounts:
+    "Parameter counts of `model` set up for `method`, from its config alone (meta tensors: no weights, no memory)."
+    if not isinstance(model, str): raise TypeError(f"model must be a name or folder (a str), got {type(model).__name__}.")
+    return _parameter_counts(model, method, lora_r, tuple(lora_targets) if lora_targets else None)
 
 # %% ../nbs/05_compute.ipynb #work-seconds
 # Assumptions of the plan estimates (none was measured here; edit them for your machine):
@@ -735,25 +741,31 @@ class Work:
     runs: int = 1
     method: str = "full"        # what training updates: `full`, `freeze` (head only; also input gradients) or `lora`
     train_examples: int = 0     # examples trained on per run, all epochs together
-    train_length: int = 128     # tokens per training example (the plan's max_length: an upper bound)
+    train_length: int = 128     # tokens per training example: what its batches pad to
     predict_texts: int = 0      # texts run forward only per run: evaluation, embeddings
     predict_length: int = 128
     decode_steps: int = 0       # sequential decoding steps per run: batches of prompts x new tokens
     loads: int = 1              # model loads per run
-    lora_targets: tuple = None  # with `method="lora"`: module names that get adapters (`None`: peft's default)
-    on_cpu: bool = False        # run on the CPU even on a GPU machine
+    precision: str = "16-bit"   # `16-bit` (mixed precision, tensor cores) or `fp32` (no autocast)
+    lora_r: int = 8             # with `method="lora"`: the rank ...
+    lora_targets: tuple = None  # ... and the module names that get adapters (`None`: peft's default)
+    on_cpu: bool = False        # run on the CPU even on a GPU machine (priced at `CPU_TFLOPS`)
+
+# %% ../nbs/05_compute.ipynb #work-seconds-fn
+WORK_PRECISIONS = ("16-bit", "fp32")
 
 def work_seconds(work:Work, gpu:str="T4", utilisation:float=0.3, # share of the GPU's peak FLOP rate (an assumption)
                  load_s:float=LOAD_SECONDS, decode_step_s:float=DECODE_STEP_SECONDS, cpu_tflops:float=CPU_TFLOPS)->dict:
-    "Estimated seconds of `work` on `gpu`: its FLOPs at the effective rate, plus decoding steps and model loads."
-    _check_choice("gpu", gpu, GPUS)
-    counts = parameter_counts(work.model, work.method, lora_targets=work.lora_targets)
-    flops = (training_flops(counts, work.train_examples * work.train_length)
-             + 2 * counts.params * work.predict_texts * work.predict_length)  # forward only: 2 FLOPs per parameter
-    rate = cpu_tflops * 1e12 if work.on_cpu else GPUS[gpu]["tflops_16bit"] * 1e12 * utilisation
-    compute_s = work.runs * flops / rate
+    "Estimated seconds of `work` on `gpu`: training at its precision's rate, forward passes at fp32's, decoding, loads."
+    _check_choice("gpu", gpu, GPUS); _check_choice("precision", work.precision, WORK_PRECISIONS)
+    counts = parameter_counts(work.model, work.method, work.lora_r, work.lora_targets)
+    train = training_flops(counts, work.train_examples * work.train_length)
+    forward = 2 * counts.params * work.predict_texts * work.predict_length  # 2 FLOPs per parameter per token
+    rate = lambda precision: (cpu_tflops if work.on_cpu else  # the book predicts without autocast: fp32
+                              GPUS[gpu]["tflops_16bit" if precision == "16-bit" else "tflops_fp32"] * utilisation) * 1e12
+    compute_s = work.runs * (train / rate(work.precision) + forward / rate("fp32"))
     other_s = work.runs * (work.decode_steps * decode_step_s + work.loads * load_s)
-    return dict(what=work.what, model=work.model, runs=work.runs, pflop=work.runs * flops / 1e15,
+    return dict(what=work.what, model=work.model, runs=work.runs, pflop=work.runs * (train + forward) / 1e15,
                 compute_s=compute_s, other_s=other_s, seconds=compute_s + other_s)
 
 # %% ../nbs/05_compute.ipynb #plan-estimate
@@ -761,22 +773,41 @@ def plan_estimate(works:list, # the `Work`s of one chapter's plan
                   gpu:str="T4", **kwargs, # passed to `work_seconds`
                  )->pd.DataFrame:
     "Estimated minutes of each `Work` on `gpu`, and a `total` row (estimates from stated assumptions, not measurements)."
+    if not works: raise ValueError("works is empty: pass the `Work`s of a plan, e.g. `finetune_work(profile)`.")
     rows = pd.DataFrame([work_seconds(w, gpu, **kwargs) for w in works])
-    total = rows.sum(numeric_only=True)
+    total = rows.drop(columns="runs").sum(numeric_only=True)  # runs of different work do not add up
     rows = pd.concat([rows, pd.DataFrame([{"what": "total", "model": "", **total}])], ignore_index=True)
     minutes = rows[["compute_s", "other_s", "seconds"]].astype(float) / 60
     return rows[["what", "model", "runs", "pflop"]].assign(
         compute_min=minutes.compute_s, loads_and_decoding_min=minutes.other_s, minutes=minutes.seconds)
 
+# %% ../nbs/05_compute.ipynb #padded-tokens
+def padded_tokens(texts:list, tokenizer, batch_size:int=32, max_length:int=512, seed:int=0)->float:
+    "Mean tokens per text when `texts`, shuffled into batches of `batch_size`, are padded to each batch's longest."
+    lengths = np.array([len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]])
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    batches = [lengths[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+    return float(sum(b.max() * len(b) for b in batches) / len(lengths))
+
+TWEET_TOKENS = 64       # what a shuffled training batch of tweets pads to, at most (measured below)
+TWEET_MEAN_TOKENS = 34  # a tweet's own length, on average: what one-text work and length-sorted batches hold
+
+def tweet_tokens(max_length:int, shuffled:bool=True, # `False`: one text at a time, or batches sorted by length
+                )->int:
+    "Tokens per tweet that a job under `max_length` processes: a shuffled batch's padding, or a tweet's own length."
+    return min(max_length, TWEET_TOKENS if shuffled else TWEET_MEAN_TOKENS)
+
 # %% ../nbs/05_compute.ipynb #finetune-work
 def finetune_work(profile:Profile)->list:
     "Chapter 2's work under `profile`: the two recipes compared, the headline run and its seeds, the demo models."
-    text = dict(train_length=profile.max_length, predict_length=profile.max_length)
-    return [Work("recipes compared (seed article's, book's)", profile.classifier, runs=2,
-                 train_examples=profile.n_bench, predict_texts=profile.n_test, **text),
+    tokens, alone = tweet_tokens(profile.max_length), tweet_tokens(profile.max_length, shuffled=False)
+    scored = dict(predict_texts=profile.n_test, predict_length=alone)  # `evaluate_classifier`: fp32, sorted by length
+    return [Work("seed article's recipe (fp32, every text padded to max_length)", profile.classifier,
+                 train_examples=profile.n_bench, train_length=profile.max_length, precision="fp32", **scored),
+            Work("book's recipe", profile.classifier, train_examples=profile.n_bench, train_length=tokens, **scored),
             Work("headline run and its seeds (early stopping may end sooner)", profile.classifier,
-                 runs=len(profile.seeds), train_examples=profile.n_train * profile.epochs,
-                 predict_texts=profile.n_val * profile.epochs + profile.n_test, **text),
+                 runs=len(profile.seeds), train_examples=profile.n_train * profile.epochs, train_length=tokens,
+                 predict_texts=profile.n_val * profile.epochs + profile.n_test, predict_length=alone),
             Work("models loaded for the demos (attention, checkpoint)", profile.classifier, loads=3),
             Work("decoder loaded for the attention demo", profile.llm)]
 
@@ -785,13 +816,17 @@ def quality_work(plan, # chapter 3's `QualityPlan`
                  profile:Profile)->list:
     "Chapter 3's work: sentence embeddings for the audits, the 3-fold fine-tuned detector, raw vs cleaned runs."
     embedded = plan.n_bbc + plan.n_audit + plan.n_finetune + plan.n_tweets + profile.n_test
-    text = dict(train_length=profile.max_length, predict_length=profile.max_length)
-    return [Work("sentence embeddings for the audits (MiniLM, 256 tokens)", "minilm", method="freeze", loads=5,
-                 predict_texts=embedded, predict_length=256),
+    tokens, alone = tweet_tokens(128), tweet_tokens(128, shuffled=False)  # chapter 3 uses `fine_tune`'s default, 128
+    return [Work("sentence embeddings: BBC articles (MiniLM, 256 tokens)", "minilm", loads=2, predict_texts=plan.n_bbc,
+                 predict_length=256),
+            Work("sentence embeddings: the tweet audits (MiniLM)", "minilm", loads=3, predict_texts=embedded - plan.n_bbc,
+                 predict_length=tweet_tokens(256, shuffled=False)),
             Work("fine-tuned label-error detector (3 folds, MiniLM)", "minilm", runs=3,
-                 train_examples=plan.n_finetune * 2 // 3, predict_texts=plan.n_finetune // 3, **text),
+                 train_examples=plan.n_finetune * 2 // 3, train_length=tokens, predict_texts=plan.n_finetune // 3,
+                 predict_length=alone),
             Work("raw vs cleaned fine-tuning, each seed", profile.classifier, runs=2 * len(profile.seeds),
-                 train_examples=plan.n_tweets * plan.epochs, predict_texts=profile.n_test, **text)]
+                 train_examples=plan.n_tweets * plan.epochs, train_length=tokens, predict_texts=profile.n_test,
+                 predict_length=alone)]
 
 # %% ../nbs/05_compute.ipynb #sparse-work
 def sparse_work(plan, # chapter 4's `SparsePlan`
@@ -801,18 +836,22 @@ def sparse_work(plan, # chapter 4's `SparsePlan`
     from finetune_book.sparse import encoder_lora_config, step_budget
     classes = classes or {"tweets": 3, "bbc": 5}
     rows = {name: [n * k for k in plan.ks] for name, n in classes.items()}  # k-shot training rows at each k
+    length = {"tweets": tweet_tokens(plan.max_length), "bbc": plan.max_length}  # BBC articles fill max_length
+    scored = {"tweets": tweet_tokens(plan.max_length, shuffled=False), "bbc": plan.max_length}  # sorted by length
     def seen(n, max_steps=plan.max_steps): return step_budget(n, plan.epochs, plan.batch_size, max_steps) * plan.batch_size
-    def run(what, examples, runs=len(plan.seeds), method="full"):
+    def run(what, examples, data="tweets", runs=len(plan.seeds), method="full"):
         targets = tuple(encoder_lora_config().target_modules) if method == "lora" else None
-        return Work(what, plan.encoder, runs, method, examples, plan.max_length, plan.n_test, plan.max_length,
-                    lora_targets=targets)
+        return Work(what, plan.encoder, runs=runs, method=method, train_examples=examples, train_length=length[data],
+                    predict_texts=plan.n_test, predict_length=scored[data], lora_targets=targets)
     work = [w for name, ns in rows.items() for n in ns for w in (
-                run(f"{name}: full fine-tuning, {n} rows", seen(n)), run(f"{name}: LoRA, {n} rows", seen(n), method="lora"),
-                run(f"{name}: SetFit, {n} rows", 2 * max(1, plan.max_steps // 2) * plan.batch_size),  # pairs: 2 texts
-                run(f"{name}: fine-tuning + EDA, {n} rows", seen(n * (1 + plan.n_aug))))]
+                run(f"{name}: full fine-tuning, {n} rows", seen(n), name),
+                run(f"{name}: LoRA, {n} rows", seen(n), name, method="lora"),
+                run(f"{name}: SetFit, {n} rows", 2 * max(1, plan.max_steps // 2) * plan.batch_size, name),  # pairs
+                run(f"{name}: fine-tuning + EDA, {n} rows", seen(n * (1 + plan.n_aug)), name))]
     small, big = rows["tweets"][0], rows["tweets"][-1]
     prompts = small * len(plan.seeds) * plan.n_aug  # paraphrase requests (at most: shared samples are rewritten once)
-    return work + [run("tweets: 3x the step budget at the largest k", seen(big, 3 * plan.max_steps), runs=3),
+    return work + [run("tweets: 3x the step budget at the largest k", seen(big, 3 * plan.max_steps),
+                       runs=min(3, len(plan.seeds))),
                    run("tweets: + judged / all paraphrases", seen(small * (1 + plan.n_aug)), runs=2 * len(plan.seeds)),
                    Work("paraphrases: 48 new tokens, batches of 16", profile.llm, decode_steps=math.ceil(prompts / 16) * 48),
                    run("transfer: the source model (2 epochs)", 2 * plan.n_source, runs=1),
@@ -822,17 +861,19 @@ def sparse_work(plan, # chapter 4's `SparsePlan`
 # %% ../nbs/05_compute.ipynb #compute-work
 def compute_work(plan:ComputePlan)->list:
     "This chapter's work: the memory table's measured steps, the levers, the accuracy variants, and its CPU parts."
-    text = dict(train_length=plan.max_length, predict_length=plan.max_length)
+    tokens, alone = tweet_tokens(plan.max_length), tweet_tokens(plan.max_length, shuffled=False)
+    variant = dict(train_examples=plan.n_train, train_length=tokens, predict_texts=plan.n_test, predict_length=alone)
     return [Work("memory table: two measured steps per setting", plan.model, runs=len(plan.memory_configs),
-                 train_examples=2 * 4 * plan.batch_size, **text),  # up to 4x the batch's tokens (the longer-text row)
-            Work("levers: warm-up, timed and profiled steps", plan.model, runs=7,
-                 train_examples=(plan.lever_steps + 2) * plan.batch_size, **text),
-            Work("accuracy variants x seeds (one epoch)", plan.model, runs=4 * len(plan.seeds),
-                 train_examples=plan.n_train, predict_texts=plan.n_test, **text),
+                 train_examples=2 * 4 * plan.batch_size, train_length=plan.max_length, precision="fp32"),  # 4x: long texts
+            Work("levers: warm-up, timed and profiled steps", plan.model, runs=7, precision="fp32",
+                 train_examples=(plan.lever_steps + 2) * plan.batch_size, train_length=plan.max_length),
+            Work("accuracy variants in fp32 x seeds (one epoch)", plan.model, runs=3 * len(plan.seeds), precision="fp32",
+                 **variant),
+            Work("accuracy variant in 16-bit x seeds", plan.model, runs=len(plan.seeds), **variant),
             Work("memory timeline, gradient accumulation (CPU)", plan.model, runs=2, on_cpu=True,
-                 train_examples=2 * plan.batch_size, **text),
+                 train_examples=2 * plan.batch_size, train_length=plan.max_length),
             Work("fp32 vs int8 inference (CPU)", plan.model, runs=2, on_cpu=True, loads=0,
-                 predict_texts=4 * plan.n_quant + 64, **text),  # a warm-up batch, 3 timed passes, 1 scored
+                 predict_texts=4 * plan.n_quant + 64, predict_length=alone),  # a warm-up batch, 3 timed passes, 1 scored
             Work("two-process DDP demo (CPU)", plan.model, runs=4, on_cpu=True, train_examples=3 * 8, train_length=32)]
 
 # %% ../nbs/05_compute.ipynb #2a7ba867

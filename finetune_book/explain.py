@@ -500,15 +500,16 @@ def explorer(model, tokenizer, text:str="@united the flight was delayed again an
 
 # %% ../nbs/06_explainability.ipynb #explain-work
 def explain_work(plan:ExplainPlan)->list:
-    "What this chapter runs, for `compute.plan_estimate` (upper bounds; the one-text demos are left out)."
-    from finetune_book.compute import Work
+    "What this chapter runs, for `compute.plan_estimate` (tweets at most `TWEET_TOKENS`; the one-text demos left out)."
+    from finetune_book.compute import Work, tweet_tokens
+    tokens, alone = tweet_tokens(plan.max_length), tweet_tokens(plan.max_length, shuffled=False)
     tcav_calls = 2 * len(plan.tcav_layers) * 2  # two concepts x the layers x two labels
-    on = dict(model=plan.model, train_length=plan.max_length, predict_length=plan.max_length, loads=0)
+    on = dict(model=plan.model, train_length=alone, predict_length=alone, loads=0, precision="fp32")  # one text at a time
     grads = dict(method="freeze", **on)  # input gradients: forward and backward, no weight update
-    return [Work("fine-tuning", plan.model, train_examples=plan.n_train * plan.epochs, train_length=plan.max_length,
-                 predict_texts=max(plan.n_texts, plan.n_tcav_test, 200), predict_length=plan.max_length),
+    return [Work("fine-tuning", plan.model, train_examples=plan.n_train * plan.epochs, train_length=tokens,
+                 predict_texts=max(plan.n_texts, plan.n_tcav_test, 200), predict_length=alone),
             Work("integrated gradients", train_examples=plan.n_texts * plan.ig_steps, **grads),
-            Work("leave-one-out, attention and erasure curves", predict_texts=plan.n_texts * (plan.max_length + 50), **on),
+            Work("leave-one-out, attention and erasure curves", predict_texts=plan.n_texts * (alone + 50), **on),
             Work("randomization check: 16 models", train_examples=plan.n_sanity * 16 * plan.sanity_steps, **grads),
             Work("TCAV: concept activations", predict_texts=tcav_calls * 6 * plan.tcav_set_size, **on),
             Work("TCAV: directional derivatives", train_examples=tcav_calls * plan.n_tcav_test, **grads)]

@@ -39,7 +39,7 @@ FAIRNESS_PLANS = {
                          n_probes=600, n_boot=50, n_plant=60),
     "cpu": FairnessPlan("minilm", n_train=1500, n_test=1000, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2),
                         n_probes=0, n_boot=500, n_plant=400),
-    "gpu": FairnessPlan("bert-base-uncased", n_train=8000, n_test=3500, epochs=2, lr=3e-5, max_length=64,
+    "gpu": FairnessPlan("bert-base-uncased", n_train=7000, n_test=3500, epochs=2, lr=3e-5, max_length=64,
                         seeds=(0, 1, 2), n_probes=0, n_boot=1000, n_plant=300),  # <= 20 min on a T4 (`fairness_work`)
 }
 
@@ -309,21 +309,22 @@ def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:i
     return pd.concat([train_df, female.sample(k, random_state=seed), male.sample(k, random_state=seed)])
 
 # %% ../nbs/07_fairness.ipynb #fairness-work
-def fairness_work(plan:FairnessPlan, n_probes:int=8640, # probe texts each model scores (the packaged templates, all of them)
+def fairness_work(plan:FairnessPlan, probe_tokens:int=None, # tokens per probe; `None`: a tweet's (probes are shorter)
                  )->list:
-    "What this chapter runs, for `compute.plan_estimate`: each fine-tuning run scores the probes and the test split."
-    from finetune_book.compute import Work
-    n_probes = plan.n_probes or n_probes
-    seeds = len(plan.seeds)
-    run = dict(model=plan.model, train_length=plan.max_length, predict_length=plan.max_length,
-               predict_texts=n_probes + plan.n_test)
-    return [Work("headline fine-tuning", train_examples=plan.n_train * plan.epochs, **run),
-            Work("untreated, counterfactual augmentation, masking x seeds", runs=3 * seeds,
-                 train_examples=round(1.1 * plan.n_train) * plan.epochs, **run),  # augmentation adds up to ~10% rows
-            Work("planted skew: untreated and augmented x seeds", runs=2 * seeds,
-                 train_examples=round(1.15 * (plan.n_train + plan.n_plant)) * plan.epochs, **run),
-            Work("probe scoring for the tables", plan.model, loads=0, predict_texts=4 * n_probes,
-                 predict_length=plan.max_length)]
+    "What this chapter runs, for `compute.plan_estimate`: each fine-tuning run also scores the probes and the test split."
+    from finetune_book.compute import Work, tweet_tokens
+    n_probes, seeds = plan.n_probes or len(make_probe_set()), len(plan.seeds)
+    tokens, alone = tweet_tokens(plan.max_length), tweet_tokens(plan.max_length, shuffled=False)
+    probe_tokens = probe_tokens or alone
+    run = dict(model=plan.model, train_length=tokens)
+    scoring = lambda what, n: Work(what, plan.model, runs=n, loads=0, predict_texts=n_probes, predict_length=probe_tokens)
+    return [Work("headline fine-tuning", train_examples=plan.n_train * plan.epochs, predict_texts=plan.n_test,
+                 predict_length=alone, **run),
+            Work("untreated, counterfactual augmentation, masking x seeds", runs=3 * seeds, predict_texts=plan.n_test,
+                 predict_length=alone, train_examples=round(1.1 * plan.n_train) * plan.epochs, **run),  # CDA: ~10% more rows
+            Work("planted skew: untreated and augmented x seeds", runs=2 * seeds, predict_texts=plan.n_test,
+                 predict_length=alone, train_examples=round(1.15 * (plan.n_train + plan.n_plant)) * plan.epochs, **run),
+            scoring("probe scoring: every model, and the tables", 1 + 5 * seeds + 4)]
 
 # %% ../nbs/07_fairness.ipynb #f1729982
 def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

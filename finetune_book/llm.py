@@ -49,7 +49,7 @@ LLM_PLANS = {
                     seeds=(0,), n_small=8, noise=0.4, n_questions=4),
     "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=200, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
                    seeds=(0, 1, 2), n_small=24, noise=0.4, n_questions=12),
-    "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, steps=300, batch_size=16,
+    "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=500, steps=300, batch_size=16,
                    lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), n_small=48, noise=0.4, n_questions=12),
 }
 
@@ -340,16 +340,18 @@ def corrupt_responses(examples:pd.DataFrame, share:float, labels:tuple=TWEET_LAB
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #llm-work
 def llm_work(plan:LLMPlan, seq_len:int=320, # tokens per training conversation (an upper bound; the chapter measures it)
-             prompt_len:int=320, # tokens per evaluation prompt (few-shot prompts are the longest)
+             prompt_len:int=128, shots_len:int=320, # tokens per evaluation prompt: zero-shot, and with the shots
             )->list:
     "What this chapter runs, for `compute.plan_estimate`: six LoRA runs, eight evaluations, the small generations."
     from finetune_book.compute import Work
     answer_steps = math.ceil(plan.n_test / 16) * 4  # batches of 16 prompts x 4 new tokens
+    evaluation = dict(model=plan.model, loads=0, predict_texts=plan.n_test, decode_steps=answer_steps)
     return [Work("LoRA runs: seeds, lr / 10, noisy, few examples", plan.model, runs=len(plan.seeds) + 3, method="lora",
-                 lora_targets=plan.targets, train_examples=plan.steps * plan.batch_size, train_length=seq_len),
-            Work("evaluations: zero-shot, few-shot, after each run", plan.model, runs=len(plan.seeds) + 5, loads=0,
-                 predict_texts=plan.n_test, predict_length=prompt_len, decode_steps=answer_steps),
-            Work("general questions, reloads, examples", plan.model, loads=3, decode_steps=2 * 32 + 3 * 4 + 10 * 32)]
+                 lora_r=plan.r, lora_targets=plan.targets, train_examples=plan.steps * plan.batch_size, train_length=seq_len),
+            Work("evaluations: zero-shot, after each run", runs=len(plan.seeds) + 4, predict_length=prompt_len, **evaluation),
+            Work("evaluation: few-shot", predict_length=shots_len, **evaluation),
+            Work("general questions, reloads, examples", plan.model, loads=3,
+                 decode_steps=2 * 32 + 3 * 4 + 10 * 32)]  # 2 x 32 tokens, 3 models x 4, about ten examples of <= 32
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #079b6e0f
 def tour_llm(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

@@ -129,7 +129,9 @@ def test_margins_needs_the_baseline():
 
 def test_profiles_have_plans():
     assert sparse_plan("cpu").ks[0] <= 4 and len(sparse_plan("cpu").seeds) >= 5
-    assert len(sparse_plan("gpu").ks) == 5
+    gpu, cpu = sparse_plan("gpu"), sparse_plan("cpu")
+    assert set(cpu.ks) <= set(gpu.ks) and set(cpu.probe_ks) <= set(gpu.probe_ks)  # the gpu plan covers the cpu plan's k
+    assert gpu.encoder != cpu.encoder and gpu.n_test > cpu.n_test
 
 
 def test_an_encoder_that_is_not_there_names_the_offline_fix():
