@@ -24,15 +24,15 @@ from .data import tokenize_table
 from .train import predict_proba
 
 # %% auto #0
-__all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS',
-           'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'WORK_PRECISIONS', 'TWEET_TOKENS',
+__all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS', 'GPU_PRECISIONS',
+           'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'TWEET_TOKENS',
            'TWEET_MEAN_TOKENS', 'ComputePlan', 'compute_plan', 'bytes_per_parameter', 'model_config', 'model_task',
            'prepare_for_training', 'training_step', 'profile_training_memory', 'plot_memory_timeline', 'MemoryReport',
            'estimate_training_memory', 'load_for_training', 'measure_training_memory', 'compare_memory',
            'activation_formula', 'formula_peak', 'llama_1b_config', 'bert_base_config', 'text_batches',
            'time_training_steps', 'Lever', 'measure_lever', 'compare_levers', 'smaller_encoder', 'saved_size',
            'track_energy', 'quantize_int8', 'state_size', 'inference_seconds', 'ddp_train', 'run_ddp',
-           'max_weight_difference', 'launch_config', 'write_launch_configs', 'training_flops', 'gpu_job',
+           'max_weight_difference', 'launch_config', 'write_launch_configs', 'flop_rate', 'training_flops', 'gpu_job',
            'mpnet_base_config', 'smollm2_360m_config', 'ParameterCounts', 'parameter_counts', 'Work', 'work_seconds',
            'plan_estimate', 'padded_tokens', 'tweet_tokens', 'finetune_work', 'quality_work', 'sparse_work',
            'compute_work', 'tour_compute']
@@ -668,6 +668,13 @@ GPUS = {
     "A100": dict(memory_gb=80, tflops_16bit=312, tflops_fp32=19.5, watts=400, usd_per_hour=1.80),  # NVIDIA A100 80GB SXM data sheet (bf16 dense)
 }
 
+GPU_PRECISIONS = ("16-bit", "fp32")  # tensor-core mixed precision, or plain fp32: the two peaks in `GPUS`
+
+def flop_rate(gpu:str="T4", precision:str="16-bit", utilisation:float=0.3)->float:
+    "FLOP/s a job reaches on `gpu`: the data-sheet peak for `precision` times `utilisation` (an assumption)."
+    _check_choice("gpu", gpu, GPUS); _check_choice("precision", precision, GPU_PRECISIONS)
+    return GPUS[gpu]["tflops_16bit" if precision == "16-bit" else "tflops_fp32"] * 1e12 * utilisation
+
 def training_flops(report, # a `MemoryReport`, or anything with `params` and `trainable` counts
                    tokens:int)->float:
     "FLOPs to train on `tokens` tokens: 2 per parameter forward, 2 more backward for input gradients, 2 per trainable one for weight gradients."
@@ -683,7 +690,7 @@ def gpu_job(report:MemoryReport, # an estimate made with `target="gpu"`
     _check_choice("gpu", gpu, GPUS)
     g = GPUS[gpu]
     need_gb = report.total / 1e9 + overhead_gb
-    hours = training_flops(report, tokens) / (g["tflops_16bit"] * 1e12 * utilisation) / 3600
+    hours = training_flops(report, tokens) / flop_rate(gpu, "16-bit", utilisation) / 3600
     kwh = g["watts"] * hours / 1000
     out = dict(gpu=gpu, memory_gb=round(need_gb, 1), fits=need_gb <= g["memory_gb"], hours=hours, kwh=kwh,
                usd=hours * g["usd_per_hour"])
@@ -751,19 +758,22 @@ class Work:
     lora_targets: tuple = None  # ... and the module names that get adapters (`None`: peft's default)
     on_cpu: bool = False        # run on the CPU even on a GPU machine (priced at `CPU_TFLOPS`)
 
-# %% ../nbs/05_compute.ipynb #work-seconds-fn
-WORK_PRECISIONS = ("16-bit", "fp32")
+    def __post_init__(self):
+        for name in ("runs", "train_examples", "train_length", "predict_texts", "predict_length", "decode_steps", "loads"):
+            v, least = getattr(self, name), 1 if name in ("runs", "train_length", "predict_length") else 0
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ValueError(f"Work {self.what!r}: {name} must be an integer >= {least}, got {v!r}.")
 
+# %% ../nbs/05_compute.ipynb #work-seconds-fn
 def work_seconds(work:Work, gpu:str="T4", utilisation:float=0.3, # share of the GPU's peak FLOP rate (an assumption)
                  load_s:float=LOAD_SECONDS, decode_step_s:float=DECODE_STEP_SECONDS, cpu_tflops:float=CPU_TFLOPS)->dict:
     "Estimated seconds of `work` on `gpu`: training at its precision's rate, forward passes at fp32's, decoding, loads."
-    _check_choice("gpu", gpu, GPUS); _check_choice("precision", work.precision, WORK_PRECISIONS)
+    rate = lambda precision: cpu_tflops * 1e12 if work.on_cpu else flop_rate(gpu, precision, utilisation)
+    rate(work.precision)  # checks the gpu and the precision before any work
     counts = parameter_counts(work.model, work.method, work.lora_r, work.lora_targets)
     train = training_flops(counts, work.train_examples * work.train_length)
     forward = 2 * counts.params * work.predict_texts * work.predict_length  # 2 FLOPs per parameter per token
-    rate = lambda precision: (cpu_tflops if work.on_cpu else  # the book predicts without autocast: fp32
-                              GPUS[gpu]["tflops_16bit" if precision == "16-bit" else "tflops_fp32"] * utilisation) * 1e12
-    compute_s = work.runs * (train / rate(work.precision) + forward / rate("fp32"))
+    compute_s = work.runs * (train / rate(work.precision) + forward / rate("fp32"))  # the book predicts in fp32
     other_s = work.runs * (work.decode_steps * decode_step_s + work.loads * load_s)
     return dict(what=work.what, model=work.model, runs=work.runs, pflop=work.runs * (train + forward) / 1e15,
                 compute_s=compute_s, other_s=other_s, seconds=compute_s + other_s)
