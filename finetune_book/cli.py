@@ -6,10 +6,10 @@ Docs: https://finetune-book.github.io/finetune-book/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #6b12bf42
 from __future__ import annotations
-import argparse, inspect, json, sys, time
+import argparse, inspect, json, sys, tempfile, time
 from pathlib import Path
 
-from .core import PROFILES, get_profile, machine_info, set_seed
+from .core import PROFILES, check_int, get_profile, machine_info, set_seed
 
 # %% auto #0
 __all__ = ['TOUR_CHAPTERS', 'TOUR_SIZES', 'QUICK_OPTIONS', 'TOUR_SECONDS', 'TOUR_SIZE_NOTES', 'summary_table', 'write_report',
@@ -133,8 +133,18 @@ def _check_tour(chapters:list, seed:int)->list:
     chapters = list(TOUR_CHAPTERS) if not chapters else list(dict.fromkeys(chapters))
     unknown = [c for c in chapters if c not in TOUR_CHAPTERS]
     if unknown: raise ValueError(f"Unknown chapter(s) {unknown}; choose from {list(TOUR_CHAPTERS)}.")
-    if seed < 0: raise ValueError(f"--seed must be >= 0, got {seed}.")
+    check_int(seed, "--seed", minimum=0)
     return chapters
+
+def _writable_folder(out_dir)->Path:
+    "`out_dir`, created if need be, once it is known to be a folder this process can write into; else a clear error."
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; pass a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out): pass  # can a file be written there?
+    except OSError as e: raise ValueError(f"--out {out} is not a writable folder ({e.strerror}); pass another.") from None
+    return out
 
 def run_tour(profile:str=None, # `quick` (the command line's default), `test`, `cpu` or `gpu`; `None`: this machine's
              chapters:list=None, # chapter keys from `TOUR_CHAPTERS`; `None` runs all
@@ -148,7 +158,7 @@ def run_tour(profile:str=None, # `quick` (the command line's default), `test`, `
     p = get_profile(TOUR_SIZES["quick"] if quick else profile)
     size = "quick" if quick else p.name  # the tour's size: a profile, or quick (a profile plus `QUICK_OPTIONS`)
     chapters = _check_tour(chapters, seed)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = _writable_folder(out_dir)  # before any chapter runs
     done = _load_previous(out, size, seed) if resume else {}
     results = {"profile": size, "size": TOUR_SIZE_NOTES[size], "seed": seed, "machine": machine_info(),
                "chapters": dict(done)}  # resumed: every chapter finished before stays in the report
@@ -175,8 +185,11 @@ def run_bench(profile:str=None, rows:int=None, seed:int=0)->dict:
     from finetune_book.data import TWEET_LABELS, load_splits
     from finetune_book.train import compare_recipes
     p = get_profile(profile)
-    if rows is not None and rows < 16: raise ValueError(f"--rows must be at least 16, got {rows}.")
+    if rows is not None: rows = check_int(rows, "--rows", minimum=16)
+    seed = check_int(seed, "--seed", minimum=0)
     data = load_splits("tweets", p.with_(n_train=max(p.n_train, rows or 0)), seed=seed)
+    if rows is not None and rows > len(data["train"]):  # the sample cannot hold more rows than the split has
+        raise ValueError(f"--rows {rows} is more than the {len(data['train'])} training tweets; pass --rows {len(data['train'])} or fewer.")
     res = compare_recipes(p.classifier, data["train"].iloc[:rows or p.n_bench], data["test"], list(TWEET_LABELS),
                           batch_size=p.batch_size, max_length=p.max_length, seed=seed)
     return {"profile": p.name, "model": p.classifier, "seed": seed, **res, "machine": machine_info()}
@@ -196,10 +209,21 @@ def read_table(path:str)->tuple:
     try: text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text, warning = raw.decode("latin-1"), f"{path} is not valid UTF-8; read it as latin-1."
-    try: df = pd.read_csv(io.StringIO(text))
+    sep = _separator(text)
+    if sep != ",":
+        note = f"{path} is separated by {sep!r}, not commas; read it so."
+        warning = note if warning is None else f"{warning} {note}"
+    try: df = pd.read_csv(io.StringIO(text), sep=sep)
     except pd.errors.EmptyDataError: raise ValueError(f"{path} has no columns.") from None
     except pd.errors.ParserError as e: raise ValueError(f"{path} could not be parsed as CSV: {str(e).splitlines()[0]}") from None
     return df, warning
+
+def _separator(text:str)->str:
+    "The field separator of a CSV text: the one of `,;\\t|` that splits the header line into the most fields."
+    header = text.lstrip().splitlines()[0] if text.strip() else ""
+    counts = {s: header.count(s) for s in ",;\t|"}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > counts[","] else ","
 
 # %% ../nbs/10_cli.ipynb #runaudit
 def run_audit(path:str, text_col:str, label_col:str, out_dir:str="audit-results", folds:int=5, seed:int=0,
@@ -207,14 +231,21 @@ def run_audit(path:str, text_col:str, label_col:str, out_dir:str="audit-results"
     "Audit the CSV file `path` and write `report.md`, `flagged.csv` and `profile.png` into `out_dir`."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import pandas as pd
+    from finetune_book.core import require_columns
     from finetune_book.data import validate_table
     from finetune_book.data_quality import audit, plot_profile
-    if folds < 2: raise ValueError(f"--folds must be at least 2, got {folds}.")
+    folds, seed = check_int(folds, "--folds", minimum=2), check_int(seed, "--seed", minimum=0)
+    out = _writable_folder(out_dir)  # before the audit spends its time
     df, warning = read_table(path)
     if warning: warn(f"finetune-book: warning: {warning}")
+    require_columns(df, text_col, label_col)
+    numbers = df[label_col].notna() & ~df[label_col].map(lambda v: isinstance(v, str))
+    if numbers.any():  # a CSV's 0/1 labels are class names to the audit; say so, since it changes what was read
+        warn(f"finetune-book: warning: {numbers.sum()} label(s) in {label_col!r} are numbers; audited as text (1 -> '1').")
+        df = df.assign(**{label_col: df[label_col].map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))})
     validate_table(df, text_col, label_col)
     report = audit(df, text_col, label_col, n_splits=folds, seed=seed)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out/"report.md").write_text(report.markdown() + "\n![profile](profile.png)\n")
     report.flagged.to_csv(out/"flagged.csv", index=False)
     plot_profile(df.reset_index(drop=True), text_col, label_col, title=Path(path).name).savefig(out/"profile.png", dpi=100)
@@ -334,6 +365,7 @@ def _tour(args)->int:
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # no "Loading weights" bars; the tour prints its own progress
     chapters, profile = _check_tour(args.chapters, args.seed), tour_profile(args.profile, args.full)
+    _writable_folder(args.out)  # before the first line promises a run
     say = lambda m: print(m, file=sys.stderr, flush=True)
     say(f"finetune-book tour: {profile}{'' if profile == 'quick' else ' profile'}, seed {args.seed}, {tour_duration(profile, chapters)}; "
         f"results in {args.out}/")
@@ -353,11 +385,25 @@ def main(argv:list=None)->int:
     try: return _command(args)
     except KeyboardInterrupt:
         print("finetune-book: interrupted", file=sys.stderr); return 130
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError, RuntimeError, MemoryError) as e:
-        return _error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except (ValueError, TypeError, OSError, ModuleNotFoundError) as e:  # what was asked cannot be done: a missing file,
+        return _error(f"{args.command}: {_first_line(e)}")                 # an unknown model, a folder not writable
+    except (RuntimeError, MemoryError) as e:  # it failed while running: the traceback goes to a log
+        return _error(f"{args.command}: {_first_line(e)} (traceback in {_log_traceback(args)})")
     except Exception as e:  # a bug: still one line, with what to send
-        return _error(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (unexpected; please report it "
-                      "with the command you ran)")
+        return _error(f"{args.command}: {type(e).__name__}: {_first_line(e)} (unexpected; please report it with the "
+                      f"command you ran and {_log_traceback(args)})")
+
+def _first_line(e:BaseException)->str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+
+def _log_traceback(args)->Path:
+    "Write the current exception's traceback to `finetune-book-error.log` in the command's `--out` (else the temp folder)."
+    import traceback
+    folder = Path(getattr(args, "out", None) or tempfile.gettempdir())
+    path = (folder if folder.is_dir() else Path(tempfile.gettempdir()))/"finetune-book-error.log"
+    with open(path, "a") as f:
+        f.write(f"--- finetune-book {args.command} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{traceback.format_exc()}\n")
+    return path
 
 def _command(args)->int:
     "Run the parsed command; errors propagate to `main`, which prints them as one line."

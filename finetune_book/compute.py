@@ -19,14 +19,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .core import (OFFLINE_MODELS, Profile, load_pretrained, count_parameters, get_device, plan_for,
-                                load_causal_lm, load_classifier, resolve_model, set_seed)
-from .data import tokenize_table
+                                check_int, check_label_names, check_max_length, check_number, check_texts, model_config, load_causal_lm, load_classifier, resolve_model, set_seed)
+from .data import tokenize_table, validate_rows
 from .train import predict_proba
 
 # %% auto #0
 __all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 'OPTIMIZER_STATE_BYTES', 'GPUS', 'GPU_PRECISIONS',
            'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'TWEET_TOKENS',
-           'TWEET_MEAN_TOKENS', 'ComputePlan', 'compute_plan', 'bytes_per_parameter', 'model_config', 'model_task',
+           'TWEET_MEAN_TOKENS', 'ComputePlan', 'compute_plan', 'bytes_per_parameter', 'model_task',
            'prepare_for_training', 'training_step', 'profile_training_memory', 'plot_memory_timeline', 'MemoryReport',
            'estimate_training_memory', 'load_for_training', 'measure_training_memory', 'compare_memory',
            'activation_formula', 'formula_peak', 'llama_1b_config', 'bert_base_config', 'text_batches',
@@ -34,8 +34,8 @@ __all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 
            'track_energy', 'quantize_int8', 'state_size', 'inference_seconds', 'ddp_train', 'run_ddp',
            'max_weight_difference', 'launch_config', 'write_launch_configs', 'flop_rate', 'training_flops', 'gpu_job',
            'mpnet_base_config', 'smollm2_360m_config', 'ParameterCounts', 'parameter_counts', 'Work', 'work_seconds',
-           'plan_estimate', 'padded_tokens', 'tweet_tokens', 'finetune_work', 'quality_work', 'sparse_work',
-           'compute_work', 'tour_compute']
+           'plan_estimate', 'token_lengths', 'padded_tokens', 'tweet_tokens', 'finetune_work', 'quality_work',
+           'sparse_work', 'compute_work', 'tour_compute']
 
 # %% ../nbs/05_compute.ipynb #8e6d3376
 @dataclass(frozen=True)
@@ -93,23 +93,6 @@ def bytes_per_parameter(precision:str="fp32", # `fp32`, or mixed precision `bf16
 
 # %% ../nbs/05_compute.ipynb #447f633c
 _CAUSAL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2", "phi3", "olmo2", "smollm3")
-
-def model_config(model, # a loaded model, a transformers config, a short name, a folder with `config.json`, or a hub id
-                ):
-    "A copy of the transformers config of `model`, read without loading any weights."
-    import copy
-    from transformers import AutoConfig, PretrainedConfig
-    if isinstance(model, PretrainedConfig): return copy.deepcopy(model)
-    if isinstance(model, torch.nn.Module):
-        if getattr(model, "config", None) is None:
-            raise TypeError(f"{type(model).__name__} has no `.config`; pass a transformers model, a config or a model name.")
-        return copy.deepcopy(model.config)
-    src = resolve_model(model)
-    kw = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    try: return AutoConfig.from_pretrained(src.location, trust_remote_code=False, **kw)
-    except (OSError, ValueError) as e:
-        raise OSError(f"No config found for {model!r}: {str(e).splitlines()[0]} Offline, use a short name "
-                      f"({', '.join(OFFLINE_MODELS)}) or a local folder that has a config.json.") from e
 
 def model_task(config)->str:
     "`causal-lm` for a decoder LLM's config, `classification` for an encoder's."
@@ -262,9 +245,9 @@ def _simulate(model, optimizer, batches, precision)->dict:
     states = {_storage_key(v): v.untyped_storage().nbytes() for s in optimizer.state.values() for v in s.values()
               if torch.is_tensor(v)}
     ignore = set(weights) | set(states) | {_storage_key(b) for b in model.buffers()}  # there before the step
-    saved, at_peak = set(), {}
+    saved, at_peak, params = set(), {}, list(model.parameters())  # listed once: classify runs at every new peak
     def classify(live):
-        grads = {_storage_key(p.grad) for p in model.parameters() if p.grad is not None}
+        grads = {_storage_key(p.grad) for p in params if p.grad is not None}
         kinds = dict(gradients=0, activations=0, temporaries=0)
         for key, n in live.items():
             kinds["gradients" if key in grads else "activations" if key in saved else "temporaries"] += n
@@ -314,9 +297,7 @@ _BYTE_FIELDS = ("weights", "gradients", "optimizer_states", "activations", "temp
 def _check_training_args(method, precision, batch_size, seq_len, optimizer, accumulation):
     _check_choice("method", method, TRAINING_METHODS); _check_choice("precision", precision, PRECISIONS)
     _check_choice("optimizer", optimizer, OPTIMIZER_STATE_BYTES)
-    for name, v in dict(batch_size=batch_size, seq_len=seq_len, accumulation=accumulation).items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+    for name, v in dict(batch_size=batch_size, seq_len=seq_len, accumulation=accumulation).items(): check_int(v, name)
 
 def _enable_checkpointing(model):
     "Recompute each layer's activations in the backward pass instead of keeping them."
@@ -350,6 +331,9 @@ def estimate_training_memory(model, # a short name, folder with `config.json`, h
     _check_training_args(method, precision, batch_size, seq_len, optimizer, accumulation)
     _check_choice("target", target, MEMORY_TARGETS)
     config = model_config(model)
+    seq_len = check_max_length(seq_len, config, "seq_len")  # longer than the position table: the real step would fail
+    batch_size, accumulation, lora_r = int(batch_size), int(accumulation), check_int(lora_r, "lora_r")
+    num_labels = check_int(num_labels, "num_labels", minimum=2)
     task = model_task(config)
     if task == "classification": config.num_labels = num_labels
     if target == "gpu":  # fused kernels (FlashAttention) never store the attention matrix; nor does the CPU's without dropout
@@ -384,13 +368,16 @@ def measure_training_memory(model:str="minilm", # short name, folder or hub id (
                             method:str="full", precision:str="fp32", batch_size:int=8, seq_len:int=128,
                             optimizer:str="adamw", accumulation:int=1, gradient_checkpointing:bool=False,
                             lora_r:int=8, lora_targets:list=None, num_labels:int=2, seed:int=0)->MemoryReport:
-    "The real peak memory of two training steps with the same settings as `estimate_training_memory`."
+    "The real peak memory of a second training step (the optimizer's states exist) with `estimate_training_memory`'s settings."
     _check_training_args(method, precision, batch_size, seq_len, optimizer, accumulation)
+    seq_len = check_max_length(seq_len, model_config(model), "seq_len")  # before the weights load
     set_seed(seed)
     net, task = load_for_training(model, method, num_labels, gradient_checkpointing, lora_r, lora_targets)
     device = next(net.parameters()).device
     batches = [_batch(net.config, task, batch_size, seq_len, device, seed=i) for i in range(accumulation)]
-    peak, _ = profile_training_memory(net, _optimizer(net, optimizer), batches, precision)
+    opt = _optimizer(net, optimizer)
+    training_step(net, opt, batches, precision)  # the first step creates the optimizer's states, unprofiled
+    peak, _ = profile_training_memory(net, opt, batches, precision, steps=1)  # the peak: the same as over both steps
     counts = count_parameters(net)
     return MemoryReport("measured", model, method, precision, batch_size, seq_len, optimizer,
                         counts["total"], counts["trainable"], **peak)
@@ -483,6 +470,11 @@ def _steps(batches:list, accumulation:int)->list:
 def measure_lever(model_name:str, lever:Lever, df:pd.DataFrame, labels:list, batch_size:int=16,
                   max_length:int=128, n_steps:int=8, seed:int=0)->dict:
     "Seconds per step and the measured peak memory (on the longest batch) of training with `lever`."
+    validate_rows(df, labels=check_label_names(labels))  # everything is checked before the model loads
+    batch_size, n_steps = check_int(batch_size, "batch_size"), check_int(n_steps, "n_steps")
+    if batch_size % lever.accumulation: raise ValueError(f"batch_size {batch_size} must divide into {lever.accumulation} micro-batches.")
+    max_length = check_max_length(max_length, model_config(model_name))
+    if len(df) < 2 * batch_size: raise ValueError(f"df has {len(df)} rows; timing needs at least 2 batches ({2 * batch_size} rows).")
     set_seed(seed)
     net, tok = load_classifier(model_name, labels=labels)
     net = prepare_for_training(net, lever.method).to(get_device()).train()
@@ -573,6 +565,7 @@ def state_size(model)->int:
 
 def inference_seconds(model, tokenizer, texts:list, batch_size:int=64, max_length:int=128, repeats:int=3)->float:
     "Best wall time of `repeats` passes classifying `texts`, after one warm-up pass."
+    texts, batch_size, repeats = check_texts(texts), check_int(batch_size, "batch_size"), check_int(repeats, "repeats")
     predict_proba(model, tokenizer, texts[:batch_size], batch_size, max_length)
     best = float("inf")
     for _ in range(repeats):
@@ -673,6 +666,7 @@ GPU_PRECISIONS = ("16-bit", "fp32")  # tensor-core mixed precision, or plain fp3
 def flop_rate(gpu:str="T4", precision:str="16-bit", utilisation:float=0.3)->float:
     "FLOP/s a job reaches on `gpu`: the data-sheet peak for `precision` times `utilisation` (an assumption)."
     _check_choice("gpu", gpu, GPUS); _check_choice("precision", precision, GPU_PRECISIONS)
+    utilisation = check_number(utilisation, "utilisation", above=0, maximum=1)
     return GPUS[gpu]["tflops_16bit" if precision == "16-bit" else "tflops_fp32"] * 1e12 * utilisation
 
 def training_flops(report, # a `MemoryReport`, or anything with `params` and `trainable` counts
@@ -732,7 +726,8 @@ def parameter_counts(model:str, # a short name, folder, hub id, or a name in `PU
                      method:str="full", lora_r:int=8, lora_targets:list=None)->ParameterCounts:
     "Parameter counts of `model` set up for `method`, from its config alone (meta tensors: no weights, no memory)."
     if not isinstance(model, str): raise TypeError(f"model must be a name or folder (a str), got {type(model).__name__}.")
-    return _parameter_counts(model, method, lora_r, tuple(lora_targets) if lora_targets else None)
+    _check_choice("method", method, TRAINING_METHODS)
+    return _parameter_counts(model, method, check_int(lora_r, "lora_r"), tuple(lora_targets) if lora_targets else None)
 
 # %% ../nbs/05_compute.ipynb #work-seconds
 # Assumptions of the plan estimates (none was measured here; edit them for your machine):
@@ -792,9 +787,17 @@ def plan_estimate(works:list, # the `Work`s of one chapter's plan
         compute_min=minutes.compute_s, loads_and_decoding_min=minutes.other_s, minutes=minutes.seconds)
 
 # %% ../nbs/05_compute.ipynb #padded-tokens
-def padded_tokens(texts:list, tokenizer, batch_size:int=32, max_length:int=512, seed:int=0)->float:
-    "Mean tokens per text when `texts`, shuffled into batches of `batch_size`, are padded to each batch's longest."
-    lengths = np.array([len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]])
+def token_lengths(texts:list, tokenizer, max_length:int=512)->np.ndarray:
+    "How many tokens `tokenizer` makes of each of `texts` (special tokens included), truncated at `max_length`."
+    return np.array([len(ids) for ids in tokenizer(check_texts(texts), truncation=True, max_length=max_length)["input_ids"]])
+
+def padded_tokens(lengths, # tokens in each text (`token_lengths`)
+                  batch_size:int=32, seed:int=0)->float:
+    "Mean tokens per text when texts of these `lengths`, shuffled into batches of `batch_size`, are padded to each batch's longest."
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or len(lengths) == 0 or (lengths < 1).any():
+        raise ValueError(f"lengths must be a non-empty list of token counts >= 1; got {lengths!r:.80}. Use token_lengths(texts, tokenizer).")
+    batch_size = check_int(batch_size, "batch_size")
     order = np.random.default_rng(seed).permutation(len(lengths))
     batches = [lengths[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
     return float(sum(b.max() * len(b) for b in batches) / len(lengths))

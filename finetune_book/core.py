@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #037cef4f
 from __future__ import annotations
-import copy, hashlib, importlib.util, os, platform, random, shutil, tempfile, warnings
+import copy, hashlib, importlib.util, math, os, platform, random, shutil, tempfile, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,9 +17,11 @@ import torch
 # %% auto #0
 __all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'plan_for', 'get_device', 'set_seed',
            'cpu_model', 'machine_info', 'machine_line', 'training_precision', 'precision_args', 'OfflineModel',
-           'OfflinePackMissing', 'package_dir', 'offline_model_dir', 'ModelSource', 'resolve_model', 'load_pretrained',
-           'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir', 'load_causal_lm',
-           'require_columns', 'check_texts', 'load_chat_model', 'chat_messages', 'format_prompt', 'generate']
+           'OfflinePackMissing', 'package_dir', 'offline_model_dir', 'ModelSource', 'resolve_model', 'model_config',
+           'load_pretrained', 'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir',
+           'load_causal_lm', 'require_columns', 'check_texts', 'check_int', 'check_number', 'check_label_names',
+           'check_probabilities', 'model_positions', 'check_max_length', 'check_model_labels', 'load_chat_model',
+           'chat_messages', 'format_prompt', 'generate']
 
 # %% ../nbs/00_core.ipynb #core-quiet-peft
 # peft reads transformers' deprecated `is_gradient_checkpointing` in every `get_peft_model` call: the FutureWarning is
@@ -249,6 +251,24 @@ def resolve_model(name:str|os.PathLike, # short name (`minilm`, `smollm2-135m`),
                                 f"({', '.join(OFFLINE_MODELS)}) or a hub id such as 'bert-base-uncased'.")
     return ModelSource(name, name)
 
+# %% ../nbs/00_core.ipynb #core-model-config
+def model_config(model, # a loaded model, a transformers config, a short name, a folder with `config.json`, or a hub id
+                ):
+    "A copy of the transformers config of `model`, read without loading any weights."
+    from transformers import AutoConfig, PretrainedConfig
+    if isinstance(model, PretrainedConfig): return copy.deepcopy(model)
+    if isinstance(model, torch.nn.Module):
+        if getattr(model, "config", None) is None:
+            raise TypeError(f"{type(model).__name__} has no `.config`; pass a transformers model, a config or a model name.")
+        return copy.deepcopy(model.config)
+    src = resolve_model(model)
+    kw = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try: return AutoConfig.from_pretrained(src.location, trust_remote_code=False, **kw)
+    except (OSError, ValueError) as e:
+        raise OSError(f"No config found for {model!r}: {str(e).splitlines()[0]} Offline, use a short name "
+                      f"({', '.join(OFFLINE_MODELS)}) or a local folder that has a config.json.") from e
+
+
 # %% ../nbs/00_core.ipynb #3b187974
 def load_pretrained(loader, src:ModelSource, **kwargs):
     "Call `loader.from_pretrained` on `src`, safely, turning load failures into errors that say what to do."
@@ -360,6 +380,9 @@ def require_columns(df:pd.DataFrame, *cols:str):
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ValueError(f"Missing column(s) {missing}; the table has {list(df.columns)}. Pass text_col=/label_col=.")
+    twice = sorted({c for c in cols if (df.columns == c).sum() > 1}, key=str)
+    if twice:  # df[c] would be a table, not a column
+        raise ValueError(f"Column(s) {twice} appear more than once in the table; rename or drop the copies first.")
 
 # %% ../nbs/00_core.ipynb #core-check-texts
 def check_texts(texts, # a list, tuple or Series of strings
@@ -374,6 +397,121 @@ def check_texts(texts, # a list, tuple or Series of strings
         raise ValueError(f"{what} must be non-empty strings; positions {bad[:5]} are empty, NaN or not strings: drop or "
                          "fill them first.")
     return texts
+
+# %% ../nbs/00_core.ipynb #core-check-int
+def check_int(value, # the number to check
+              name:str, # the argument's name, for the message
+              minimum:int=1, maximum:int=None, # the allowed range, both ends included
+             )->int:
+    "`value` as a Python `int` in `minimum..maximum`: numpy integers are accepted; bools, floats and text are refused."
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        span = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be {span}, got {value}.")
+    return value
+
+
+# %% ../nbs/00_core.ipynb #core-check-number
+def check_number(value, # the number to check
+                 name:str, # the argument's name, for the message
+                 minimum:float=None, maximum:float=None, # bounds that are allowed
+                 above:float=None, below:float=None, # bounds that are not (e.g. a learning rate `above=0`)
+                )->float:
+    "`value` as a finite `float` within the bounds; numpy numbers are accepted; bools, NaN and text are refused."
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not math.isfinite(value): raise ValueError(f"{name} must be a finite number, got {value}.")
+    for ok, bound in ((minimum is None or value >= minimum, f"at least {minimum}"),
+                      (maximum is None or value <= maximum, f"at most {maximum}"),
+                      (above is None or value > above, f"above {above}"), (below is None or value < below, f"below {below}")):
+        if not ok: raise ValueError(f"{name} must be {bound}, got {value}.")
+    return value
+
+
+# %% ../nbs/00_core.ipynb #core-check-label-names
+def check_label_names(labels, # class names, in the order a model outputs them
+                      name:str="labels", # the argument's name, for the message
+                     )->list:
+    "`labels` as a list of distinct non-empty strings; anything else is an error that names the fix."
+    if isinstance(labels, str): raise TypeError(f"{name} must be a list of class names, not one string; wrap it: [{labels!r}].")
+    try: labels = list(labels)
+    except TypeError: raise TypeError(f"{name} must be a list of class names, got {type(labels).__name__}.") from None
+    if not labels: raise ValueError(f"{name} is empty; pass the class names.")
+    odd = [l for l in labels if not isinstance(l, str)]
+    if odd:  # one rule everywhere: a label is text, so 1 and "1" never differ silently
+        raise TypeError(f"{name} must be strings; got {odd[0]!r} ({type(odd[0]).__name__}). Cast your labels to str: "
+                        "[str(l) for l in labels], and df[label_col] = df[label_col].astype(str).")
+    blank = [l for l in labels if not l.strip()]
+    if blank: raise ValueError(f"{name} holds an empty class name; give every class a name.")
+    twice = sorted({l for l in labels if labels.count(l) > 1})
+    if twice: raise ValueError(f"{name} lists {twice} more than once; each class once.")
+    return labels
+
+
+# %% ../nbs/00_core.ipynb #core-check-probabilities
+def check_probabilities(probs, # one row per example, one column per class
+                        name:str="pred_probs", # the argument's name, for the message
+                        n_rows:int=None, n_classes:int=None, # the expected shape, if known
+                        atol:float=1e-3, # how far a row's sum may be from 1
+                       )->np.ndarray:
+    "`probs` as a 2-D float array if every row is a probability distribution (finite, >= 0, sums to 1); else an error."
+    try: p = np.asarray(probs, dtype=float)
+    except (TypeError, ValueError): raise TypeError(f"{name} must be an array of numbers, got {type(probs).__name__}.") from None
+    if p.ndim != 2 or 0 in p.shape:
+        raise ValueError(f"{name} must be 2-D, one row per example and one column per class; got shape {p.shape}.")
+    want = (p.shape[0] if n_rows is None else n_rows, p.shape[1] if n_classes is None else n_classes)
+    if p.shape != want: raise ValueError(f"{name} has shape {p.shape}; expected {want} (examples x classes).")
+    finite, positive, sums = np.isfinite(p).all(1), (p >= 0).all(1), p.sum(1)
+    bad = np.flatnonzero(~finite | ~positive | (np.abs(sums - 1) > atol))
+    if len(bad):
+        r = bad[0]
+        why = "holds NaN or infinity" if not finite[r] else "has a negative value" if not positive[r] else f"sums to {sums[r]:.3g}"
+        raise ValueError(f"{name} rows {bad[:5].tolist()} are not probabilities (row {r} {why}); each row must be "
+                         "finite, >= 0 and sum to 1. Pass softmax probabilities, not logits or scores.")
+    return p
+
+
+# %% ../nbs/00_core.ipynb #core-check-max-length
+def model_positions(config)->int|None:
+    "The most tokens a model with this transformers `config` reads (its position table), or `None` if it sets no limit."
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0: return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        n -= (getattr(config, "pad_token_id", None) or 0) + 1  # positions start after the padding index
+    return n
+
+def check_max_length(max_length, # tokens per text the caller asks for
+                     config, # the model's transformers config (`model.config`)
+                     name:str="max_length", # the argument's name, for the message
+                    )->int:
+    "`max_length` as an `int` if the model can read that many tokens; else an error naming the model's limit."
+    max_length = check_int(max_length, name)
+    limit = model_positions(config)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"{name}={max_length} is more tokens than the model reads ({limit} positions); pass {name}<={limit}.")
+    return max_length
+
+
+# %% ../nbs/00_core.ipynb #core-check-model-labels
+def check_model_labels(model, # a classifier with `config.id2label`
+                       labels, # the class names the caller's data uses
+                       name:str="labels", # the argument's name, for the message
+                      )->list:
+    "`labels` if every one is a class `model` predicts; else an error naming the missing ones and the model's own."
+    labels = check_label_names(labels, name)
+    config = getattr(model, "config", None)
+    if config is None or not getattr(config, "id2label", None):
+        raise TypeError(f"model must be a transformers classifier with config.id2label, got {type(model).__name__}.")
+    classes = [str(config.id2label[i]) for i in range(config.num_labels)]
+    unknown = [l for l in labels if l not in classes]
+    if unknown:
+        raise ValueError(f"{name} {unknown[:5]} are not classes of this model, which predicts {classes}; score it on "
+                         "rows with those labels, or use the model fine-tuned on yours.")
+    return labels
+
 
 # %% ../nbs/00_core.ipynb #6e1557f5
 def load_chat_model(name:str=None, # short name (`smollm2-135m`), folder or hub id; `None`: the run profile's LLM

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .core import Profile, get_profile, package_dir, require_columns
+from .core import (Profile, check_int, check_label_names, check_number, check_texts, get_profile, package_dir,
+                                require_columns)
 
 # %% auto #0
 __all__ = ['TWEET_LABELS', 'TOPIC_PATTERNS', 'BBC_LABELS', 'CORPORA', 'tweet_topic', 'load_tweets', 'load_bbc', 'validate_rows',
@@ -86,7 +87,7 @@ def validate_rows(df:pd.DataFrame, # a table with one example per row; left unch
                   label_col:str="label", # the column with the labels
                   labels:list=None, # the allowed labels, if known; others are an error
                  )->pd.DataFrame:
-    "Check that every row of `df` has a non-empty string text and a label (one of `labels`); return `df` or raise `ValueError` naming the rows."
+    "Check that every row of `df` has a non-empty string text and a string label (one of `labels`); return `df` or raise an error naming the rows."
     require_columns(df, text_col, label_col)
     if len(df) == 0: raise ValueError("The table has no rows.")
     text, label = df[text_col], df[label_col]
@@ -97,7 +98,13 @@ def validate_rows(df:pd.DataFrame, # a table with one example per row; left unch
     if empty.any(): raise ValueError(f"{empty.sum()} text(s) in {text_col!r} are empty (rows {_rows(empty)}).")
     nan = label.isna()
     if nan.any(): raise ValueError(f"{nan.sum()} label(s) in {label_col!r} are missing/NaN (rows {_rows(nan)}).")
+    not_text = ~label.map(lambda v: isinstance(v, str))
+    if not_text.any():  # one rule in every chapter: labels are text, so 1 and "1" never differ silently
+        first = label[not_text].iloc[0]
+        raise TypeError(f"{not_text.sum()} label(s) in {label_col!r} are not strings (rows {_rows(not_text)}: {first!r} is "
+                        f"{type(first).__name__}); cast your labels to str: df[{label_col!r}] = df[{label_col!r}].astype(str).")
     if labels is not None:
+        labels = check_label_names(labels)
         unknown = ~label.isin(list(labels))
         if unknown.any():
             raise ValueError(f"Unknown label(s) {sorted(set(label[unknown]), key=str)[:5]} in {label_col!r} (rows "
@@ -131,6 +138,10 @@ def split_data(df:pd.DataFrame, # the table to split; left unchanged
               )->dict:
     "Stratified train/validation/test split of `df` that keeps every copy of a text in one split."
     validate_table(df, text_col, label_col)
+    if not df.index.is_unique:  # the split selects rows by index label: a repeated label would select extra rows
+        raise ValueError("df has repeated index labels; give it a unique index first: df.reset_index(drop=True).")
+    check_number(val_frac, "val_frac", above=0, below=1); check_number(test_frac, "test_frac", above=0, below=1)
+    seed = check_int(seed, "seed", minimum=0)
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise ValueError(f"val_frac and test_frac must be in (0, 1) and sum to less than 1, got {val_frac}, {test_frac}.")
     firsts = df.drop_duplicates(text_col)  # one row per distinct text; its label stratifies
@@ -148,7 +159,11 @@ def sample_rows(df:pd.DataFrame, # the table to sample from; left unchanged
                 seed:int=0, label_col:str="label",
                )->pd.DataFrame:
     "A stratified random sample of `n` rows of `df` (a copy), the same for the same seed."
-    if n < 1: raise ValueError(f"n must be at least 1, got {n}.")
+    require_columns(df, label_col)
+    n, seed = check_int(n, "n"), check_int(seed, "seed", minimum=0)
+    missing = df[label_col].isna()
+    if missing.any():  # the sample is stratified by label
+        raise ValueError(f"{missing.sum()} label(s) in {label_col!r} are missing/NaN (rows {_rows(missing)}); drop or fill them first.")
     if n >= len(df): return df.copy()
     counts = df[label_col].value_counts()
     strat = df[label_col] if counts.min() >= 2 and n >= len(counts) and len(df) - n >= len(counts) else None
@@ -172,7 +187,7 @@ def load_splits(corpus:str="tweets", # `tweets` or `bbc`
 # %% ../nbs/01_data.ipynb #dd51b6a6
 def label_maps(labels:list)->tuple:
     "`(id2label, label2id)` dictionaries for the class names `labels`, in order."
-    labels = [str(l) for l in labels]
+    labels = check_label_names(labels)
     return dict(enumerate(labels)), {l: i for i, l in enumerate(labels)}
 
 def tokenize_table(df:pd.DataFrame, # rows to tokenize; left unchanged
@@ -182,8 +197,11 @@ def tokenize_table(df:pd.DataFrame, # rows to tokenize; left unchanged
                    text_col:str="text", label_col:str="label"):
     "A `datasets.Dataset` of unpadded `input_ids`, `attention_mask`, `length` (and `labels`), ready for dynamic padding."
     from datasets import Dataset
-    if labels is not None: validate_table(df, text_col, label_col, labels=labels)
-    else: require_columns(df, text_col)
+    max_length = check_int(max_length, "max_length")
+    if labels is not None: validate_rows(df, text_col, label_col, labels=check_label_names(labels))  # one class is fine
+    else:
+        require_columns(df, text_col)
+        check_texts(df[text_col], f"column {text_col!r}")
     texts = df[text_col].tolist()
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     cols = {k: enc[k] for k in ("input_ids", "attention_mask")}
@@ -198,8 +216,13 @@ def padding_share(lengths, # token count of each example
                   max_length:int=128, seed:int=0)->float:
     "Fraction of computed positions that are padding when `lengths` are batched with `strategy`."
     lengths = np.asarray(lengths)
-    if strategy == "max_length": return float(1 - lengths.sum() / (len(lengths) * max_length))
-    if strategy not in ("dynamic", "grouped"): raise ValueError(f"Unknown strategy {strategy!r}.")
+    if lengths.ndim != 1 or len(lengths) == 0 or not np.issubdtype(lengths.dtype, np.number) or (lengths < 1).any():
+        raise ValueError(f"lengths must be a non-empty list of token counts >= 1, got {lengths!r:.80}.")
+    batch_size, max_length = check_int(batch_size, "batch_size"), check_int(max_length, "max_length")
+    if strategy == "max_length":
+        if lengths.max() > max_length: raise ValueError(f"lengths go up to {lengths.max()}, over max_length={max_length}; truncate them first.")
+        return float(1 - lengths.sum() / (len(lengths) * max_length))
+    if strategy not in ("dynamic", "grouped"): raise ValueError(f"Unknown strategy {strategy!r}; use max_length, dynamic or grouped.")
     order = np.random.default_rng(seed).permutation(len(lengths))
     if strategy == "grouped": order = np.argsort(lengths, kind="stable")
     batches = [lengths[order[i:i+batch_size]] for i in range(0, len(lengths), batch_size)]
@@ -212,6 +235,7 @@ def majority_share(labels, # class labels of the evaluation rows
     "The accuracy of always predicting the most common class: the floor any classifier must beat."
     s = pd.Series(labels)
     if s.empty: raise ValueError("majority_share needs at least one label.")
+    if s.isna().any(): raise ValueError(f"labels has {int(s.isna().sum())} missing value(s); drop or fill them first.")
     return float(s.value_counts(normalize=True).iloc[0])
 
 
@@ -245,7 +269,8 @@ def _paired_differences(a, b)->np.ndarray:
     "`a - b` as floats, refusing inputs that cannot be paired."
     if isinstance(a, pd.Series) and isinstance(b, pd.Series) and not a.index.equals(b.index):
         raise ValueError("a and b are Series with different indexes; pair them by the same seeds or texts first.")
-    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    try: a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    except (TypeError, ValueError): raise TypeError("a and b must be numbers: one score per seed or text.") from None
     if len(a) != len(b): raise ValueError(f"a and b must be paired: got {len(a)} and {len(b)} scores.")
     if len(a) < 2: raise ValueError(f"A paired comparison needs at least 2 pairs, got {len(a)}.")
     if not (np.isfinite(a).all() and np.isfinite(b).all()): raise ValueError("a and b must be finite numbers (no NaN).")
@@ -261,8 +286,10 @@ def compare_paired(a, # scores of method A, one per seed or per test text
                   )->PairedComparison:
     "Compare A with B on paired scores: mean difference, a confidence interval, a sign count and a verdict."
     from scipy import stats
-    if not 0 < level < 1: raise ValueError(f"level must be between 0 and 1, got {level}.")
+    level = check_number(level, "level", above=0, below=1)
     if method not in ("t", "bootstrap"): raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}.")
+    n_boot, seed = check_int(n_boot, "n_boot", minimum=100), check_int(seed, "seed", minimum=0)
+    if isinstance(names, str) or len(names) != 2: raise ValueError(f"names must be two names, (A, B); got {names!r}.")
     d = _paired_differences(a, b)
     n, mean = len(d), float(d.mean())
     if method == "t":
@@ -283,7 +310,10 @@ def compare_paired(a, # scores of method A, one per seed or per test text
 def holm(p_values, # p-values of the comparisons made together
         )->np.ndarray:
     "Holm's step-down adjustment: adjusted p-values that keep the chance of any false 'ahead' below alpha."
-    p = np.asarray(p_values, dtype=float)
+    try: p = np.asarray(p_values, dtype=float).ravel()
+    except (TypeError, ValueError): raise TypeError(f"p_values must be numbers, got {p_values!r:.60}.") from None
+    if len(p) == 0 or not np.isfinite(p).all() or ((p < 0) | (p > 1)).any():
+        raise ValueError(f"p_values must be a non-empty list of probabilities in [0, 1], got {p_values!r:.60}.")
     order = np.argsort(p)
     adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     out = np.empty_like(p)

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import Profile, check_texts, get_device, plan_for, require_columns, resolve_model
-from .data import validate_table
+from .core import (Profile, check_int, check_label_names, check_number, check_probabilities, check_texts, get_device,
+                                plan_for, require_columns, resolve_model)
+from .data import validate_rows, validate_table
 
 # %% auto #0
 __all__ = ['QUALITY_PLANS', 'QualityPlan', 'quality_plan', 'plot_profile', 'normalize_text', 'find_duplicates',
@@ -35,7 +36,7 @@ class QualityPlan:
     epochs: int       # epochs of each raw vs cleaned training run
 
 QUALITY_PLANS = {
-    "test": QualityPlan(n_bbc=500, noise=0.10, n_audit=500, n_finetune=150, n_tweets=320, epochs=1),
+    "test": QualityPlan(n_bbc=400, noise=0.10, n_audit=500, n_finetune=150, n_tweets=320, epochs=1),
     "cpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=1500, n_tweets=2000, epochs=2),
     "gpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=6000, n_tweets=2000, epochs=2),
 }
@@ -121,16 +122,30 @@ def embed_texts(texts:list, # the texts to embed
                 model:str="minilm", # short name, folder or hub id of a sentence-transformers model
                 batch_size:int=64, progress:bool=False)->np.ndarray:
     "Unit-length sentence embeddings of `texts`, shape `(len(texts), dim)`."
-    texts = check_texts(texts)
+    texts, batch_size = check_texts(texts), check_int(batch_size, "batch_size")
     return load_sentence_encoder(model).encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                           show_progress_bar=progress)
 
 # %% ../nbs/03_data_quality.ipynb #fddc6901
+def _check_features(features, n_rows:int)->np.ndarray:
+    "`features` as a 2-D float array with one finite row per example, or an error that says what is wrong."
+    try: f = np.asarray(features, dtype=float)
+    except (TypeError, ValueError): raise TypeError(f"features must be an array of numbers, got {type(features).__name__}.") from None
+    if f.ndim != 2 or len(f) != n_rows:
+        raise ValueError(f"features must have one row per example: shape ({n_rows}, dim); got {f.shape}.")
+    if not np.isfinite(f).all(): raise ValueError("features hold NaN or infinite values; recompute the embeddings.")
+    return f
+
 def _check_folds(labels:np.ndarray, n_splits:int):
+    n_splits = check_int(n_splits, "n_splits", minimum=2)
     counts = pd.Series(labels).value_counts()
     if counts.min() < n_splits:
         raise ValueError(f"Too few rows per class for {n_splits}-fold cross-validation: class {counts.idxmin()!r} has "
                          f"{counts.min()}. Each class needs at least {n_splits} rows (or lower n_splits).")
+
+def _check_classes(labels:np.ndarray, classes:list):
+    unknown = sorted(set(labels.tolist()) - set(classes))
+    if unknown: raise ValueError(f"labels {unknown[:5]} are not among classes {classes}; add them, or drop those rows.")
 
 def out_of_fold_probs(features:np.ndarray, # one row of features per example (e.g. `embed_texts`)
                       labels, # class labels, one per row
@@ -139,11 +154,14 @@ def out_of_fold_probs(features:np.ndarray, # one row of features per example (e.
     "Cross-validated class probabilities from logistic regression: each row predicted by a model that did not see it."
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    labels = np.asarray(labels)
-    if len(features) != len(labels): raise ValueError(f"{len(features)} feature rows but {len(labels)} labels.")
-    classes = sorted(set(labels.tolist()), key=str) if classes is None else list(classes)
+    labels = np.asarray(labels, dtype=object)
+    features = _check_features(features, len(labels))
+    validate_rows(pd.DataFrame({"text": ["-"] * len(labels), "label": labels}))  # string labels, none missing
+    classes = sorted(set(labels.tolist())) if classes is None else check_label_names(classes, "classes")
+    _check_classes(labels, classes)
     _check_folds(labels, n_splits)
     y = pd.Series(labels).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    seed = check_int(seed, "seed", minimum=0)
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return cross_val_predict(LogisticRegression(max_iter=2000, C=1.0), features, y, cv=cv, method="predict_proba")
 
@@ -160,12 +178,14 @@ def find_label_issues(texts:list, # the examples' texts (used to embed them if `
     texts, labels = list(texts), np.asarray(labels, dtype=object)
     if len(texts) != len(labels): raise ValueError(f"{len(texts)} texts but {len(labels)} labels.")
     validate_table(pd.DataFrame({"text": texts, "label": labels}))
-    classes = sorted(set(labels.tolist()), key=str) if classes is None else list(classes)
+    classes = sorted(set(labels.tolist())) if classes is None else check_label_names(classes, "classes")
+    _check_classes(labels, classes)
     if pred_probs is None:
+        if features is not None: features = _check_features(features, len(texts))
+        _check_folds(labels, n_splits)  # before the texts are embedded
         if features is None: features = embed_texts(texts, model)
         pred_probs = out_of_fold_probs(features, labels, classes, n_splits, seed)
-    if pred_probs.shape != (len(labels), len(classes)):
-        raise ValueError(f"pred_probs has shape {pred_probs.shape}; expected {(len(labels), len(classes))}.")
+    pred_probs = check_probabilities(pred_probs, "pred_probs", len(labels), len(classes))
     y = pd.Series(labels).map({c: i for i, c in enumerate(classes)}).to_numpy()
     ranked = cl_find(y, pred_probs, return_indices_ranked_by="self_confidence")
     scores = get_label_quality_scores(y, pred_probs, method="self_confidence")
@@ -177,8 +197,10 @@ def inject_label_noise(labels, # the clean labels; left unchanged
                        rate:float, # share of rows to flip, in (0, 1)
                        seed:int=0)->tuple:
     "A copy of `labels` with a `rate` share flipped to another class at random, and the boolean mask of flipped rows."
-    if not 0 < rate < 1: raise ValueError(f"rate must be in (0, 1), got {rate}.")
+    rate, seed = check_number(rate, "rate", above=0, below=1), check_int(seed, "seed", minimum=0)
+    if isinstance(labels, str): raise TypeError("labels must be a list of labels, not one string.")
     labels = np.asarray(labels, dtype=object)
+    if labels.ndim != 1 or pd.isna(labels).any(): raise ValueError("labels must be a flat list with no missing values.")
     classes = sorted(set(labels.tolist()), key=str)
     if len(classes) < 2: raise ValueError("Need at least 2 classes to flip labels between.")
     rng = np.random.default_rng(seed)
@@ -201,6 +223,8 @@ def find_datalab_issues(features:np.ndarray, labels=None, issue_types:tuple=("ne
     from cleanlab import Datalab
     n = len(features)
     if n < 10: raise ValueError(f"Datalab needs at least 10 rows, got {n}.")
+    features = _check_features(features, n)
+    if labels is not None and len(labels) != n: raise ValueError(f"{n} feature rows but {len(labels)} labels.")
     data = {"label": list(np.asarray(labels).astype(str))} if labels is not None else {"x": list(range(n))}
     lab = Datalab(data=data, label_name="label" if labels is not None else None, verbosity=0)
     lab.find_issues(features=np.asarray(features, dtype=np.float32), issue_types={t: {} for t in issue_types})
@@ -254,7 +278,8 @@ def audit(df:pd.DataFrame, # the table to audit; left unchanged
     import time
     start = time.perf_counter()
     validate_table(df, text_col, label_col)
-    _check_folds(df[label_col].to_numpy(), n_splits)
+    _check_folds(df[label_col].to_numpy(), n_splits); seed = check_int(seed, "seed", minimum=0)
+    if features is not None: features = _check_features(features, len(df))
     table = df.reset_index(drop=True)  # positions, not the caller's index
     texts, labels = table[text_col].tolist(), table[label_col].astype(str).to_numpy(dtype=object)
     from cleanlab.rank import get_label_quality_scores

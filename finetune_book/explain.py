@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Profile, check_texts, plan_for
+from .core import Profile, check_int, check_texts, plan_for
 from .train import FinetunePlan
 
 # %% auto #0
@@ -115,7 +115,7 @@ def plot_attention(tokens:list, maps:np.ndarray, layer:int, heads:list=None, col
 # %% ../nbs/06_explainability.ipynb #2bb2927e
 def special_attention_share(model, tokenizer, texts:list)->pd.DataFrame:
     "Per layer: the mean share of attention weight that lands on special tokens ([CLS], [SEP], ...)."
-    shares, token_shares = [], []
+    texts, shares, token_shares = check_texts(texts), [], []
     for text in texts:
         tokens, maps = attention_maps(model, tokenizer, text)
         special = _special_mask(tokenizer, tokenizer.convert_tokens_to_ids(tokens))
@@ -214,6 +214,9 @@ def attribute(model, tokenizer, text:str,
              )->Attribution:
     "Score each token of `text` for the model's predicted class (or `target`) with `method`."
     if method not in ATTRIBUTION_METHODS: raise ValueError(f"Unknown method {method!r}; use one of {list(ATTRIBUTION_METHODS)}.")
+    n_steps, seed = check_int(n_steps, "n_steps"), check_int(seed, "seed", minimum=0)
+    if baseline not in ("pad", "mask"): raise ValueError(f"baseline must be 'pad' or 'mask', got {baseline!r}.")
+    if target is not None: target = check_int(target, "target", minimum=0)
     ids = encode_text(model, tokenizer, text)
     positions = [int(i) for i in np.flatnonzero(~_special_mask(tokenizer, ids))]
     if not positions: raise ValueError(f"{text!r} holds only special tokens; there is nothing to explain.")
@@ -256,7 +259,8 @@ FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5)  # ERASER's bins for AOPC
 def attribute_many(model, tokenizer, texts:list, methods:tuple=ATTRIBUTION_METHODS, n_steps:int=50, baseline:str="pad",
                    seed:int=0)->dict:
     "`{method: [Attribution per text]}`; each text explained for the class the model predicts."
-    texts = check_texts(texts)
+    texts, n_steps = check_texts(texts), check_int(n_steps, "n_steps")
+    if isinstance(methods, str): methods = (methods,)
     unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
     if unknown: raise ValueError(f"Unknown method(s) {unknown}; use some of {list(ATTRIBUTION_METHODS)}.")
     return {m: [attribute(model, tokenizer, t, m, n_steps=n_steps, baseline=baseline, seed=seed + i)

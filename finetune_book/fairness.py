@@ -235,7 +235,7 @@ def gender_mentions(texts:list, pairs:list=GENDER_PAIRS)->np.ndarray:
     "Per text: `female`, `male`, `both` or `none`, by the gendered words it contains (with her/his/him)."
     female = {a for a, _ in pairs} | {"her"}; male = {b for _, b in pairs} | {"his", "him"}
     out = []
-    for t in texts:
+    for t in check_texts(texts):
         words = set(re.findall(r"[a-z]+", str(t).lower()))
         f, m = bool(words & female), bool(words & male)
         out.append("both" if f and m else "female" if f else "male" if m else "none")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (Profile, chat_messages, check_texts, format_prompt, generate, plan_for,
+from .core import (Profile, chat_messages, check_int, check_label_names, check_number, check_texts, format_prompt, generate, plan_for,
                                  load_chat_model, precision_args, require_columns, set_seed)
 from .data import TWEET_LABELS, validate_rows
 from .compute import saved_size
@@ -74,11 +74,12 @@ def make_instructions(df:pd.DataFrame, # labelled rows; left unchanged
                       max_chars:int=None, # cut longer texts at a word boundary (long articles cost time)
                      )->pd.DataFrame:
     "An instruction set: one `prompt` (the request with the row's text) and `response` (its label) per row."
-    as_text = df[label_col].map(lambda v: v if pd.isna(v) else str(v))  # answers are text: 1 and "1" are one label
-    validate_rows(df.assign(**{label_col: as_text}), text_col, label_col, [str(l) for l in labels])  # the data chapter's checks
-    if "{text}" not in request: raise ValueError("request must contain '{text}' where the row's text goes.")
+    validate_rows(df, text_col, label_col, check_label_names(labels))  # the data chapter's checks: labels are text
+    if not isinstance(request, str) or "{text}" not in request:
+        raise ValueError("request must be a string containing '{text}' where the row's text goes.")
+    if max_chars is not None: max_chars = check_int(max_chars, "max_chars", minimum=20)
     texts = df[text_col] if max_chars is None else df[text_col].map(lambda t: _cut(t, max_chars))
-    return pd.DataFrame({"prompt": [request.format(text=t) for t in texts],
+    return pd.DataFrame({"prompt": [request.replace("{text}", t) for t in texts],  # other braces stay as written
                          "response": df[label_col].astype(str).to_numpy()}, index=df.index)
 
 def _check_instructions(examples:pd.DataFrame)->pd.DataFrame:
@@ -90,14 +91,19 @@ def _check_instructions(examples:pd.DataFrame)->pd.DataFrame:
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #7bf961b0
 def parse_label(answer:str, labels:tuple=TWEET_LABELS)->str|None:
-    "The label an answer gives: its first word, lower-cased, without punctuation, if that word is a label; else `None`."
-    words = re.findall(r"[a-z]+", str(answer).lower())
-    return words[0] if words and words[0] in labels else None
+    "The label an answer starts with (any case, after leading punctuation), as written in `labels`; else `None`."
+    labels = check_label_names(labels)
+    if not isinstance(answer, str): raise TypeError(f"answer must be a string, got {type(answer).__name__}.")
+    text = re.sub(r"^[^\w]+", "", answer.strip())  # quotes, asterisks, a colon before the label
+    for label in sorted(labels, key=len, reverse=True):  # "sci-fi" before "sci"
+        if re.match(re.escape(label) + r"(?![\w-])", text, re.IGNORECASE): return label
+    return None
+
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #score-answers
 def score_answers(answers:list, gold:list, labels:tuple=TWEET_LABELS)->dict:
-    "Exact-label `accuracy` and `format` compliance (share of answers whose first word is a label)."
-    answers, gold = list(answers), list(gold)
+    "Exact-label `accuracy` and `format` compliance (share of answers that start with a label)."
+    answers, gold, labels = list(answers), list(gold), check_label_names(labels)
     if len(answers) != len(gold):
         raise ValueError(f"answers ({len(answers)}) and gold ({len(gold)}) differ in length; pass one answer per label.")
     if not gold: raise ValueError("no answers to score; pass at least one.")
@@ -229,6 +235,11 @@ def instruction_tune(model, # a causal LM (copied, never changed) or its short n
                      completion_only:bool=True, # `False` also trains on the prompt's tokens
                      progress:bool=False)->InstructionTuneResult:
     "Supervised fine-tuning with LoRA (TRL `SFTTrainer`): the model learns to answer each prompt with its response."
+    _check_instructions(examples)  # everything is checked before a model loads
+    steps, batch_size, r = check_int(steps, "steps"), check_int(batch_size, "batch_size"), check_int(r, "r")
+    seed, max_length = check_int(seed, "seed", minimum=0), check_int(max_length, "max_length", minimum=8)
+    check_number(lr, "lr", above=0); check_number(warmup, "warmup", minimum=0, below=1)
+    check_number(dropout, "dropout", minimum=0, below=1)
     loaded = isinstance(model, (str, Path))
     if loaded: model, tokenizer = load_chat_model(str(model))
     with tempfile.TemporaryDirectory() as out:  # a model loaded here is nobody else's: no copy needed

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .core import (Profile, generate, plan_for, package_dir, require_columns, resolve_model, set_seed,
+from .core import (Profile, check_int, check_number, check_texts, generate, plan_for, package_dir, require_columns, resolve_model, set_seed,
                                 training_precision)
 from .data import validate_table
 from .data_quality import encoder_load_error, load_sentence_encoder
@@ -68,6 +68,7 @@ def sample_k_shot(df:pd.DataFrame, # the table to sample from; left unchanged
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a whole number >= 1 (rows per class), got {k!r}.")
     labels = df[label_col]
+    if labels.empty: raise ValueError("The table has no rows to sample from.")
     if labels.isna().any():
         raise ValueError(f"{int(labels.isna().sum())} rows have no {label_col!r}; drop or fix them before sampling.")
     counts = labels.astype(str).value_counts()
@@ -128,6 +129,8 @@ def prototype_method(embed:EmbeddingCache)->Callable:
 # %% ../nbs/04_sparse_data.ipynb #step-budget
 def step_budget(n_rows:int, epochs:int, batch_size:int, max_steps:int)->int:
     "Optimizer steps for `epochs` passes over `n_rows`, capped at `max_steps` (and at least one)."
+    n_rows = check_int(n_rows, "n_rows", minimum=0)  # no rows still takes the one step
+    epochs, batch_size, max_steps = (check_int(v, k) for k, v in dict(epochs=epochs, batch_size=batch_size, max_steps=max_steps).items())
     return max(1, min(math.ceil(epochs * n_rows / batch_size), max_steps))
 
 # %% ../nbs/04_sparse_data.ipynb #d399b7af
@@ -402,10 +405,9 @@ def paraphrase(texts:list, # texts to rewrite
                seed:int=0, max_new_tokens:int=48, temperature:float=0.8, batch_size:int=16,
                request:str=PARAPHRASE_REQUEST)->pd.DataFrame:
     "`n` sampled paraphrases of each text from a chat model: one row per (text, paraphrase)."
-    texts = list(texts)
-    if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-        raise ValueError("texts must be a non-empty list of non-empty strings.")
-    requests = [request.format(text=t) for t in texts for _ in range(n)]
+    texts, n = check_texts(texts), check_int(n, "n")
+    if "{text}" not in request: raise ValueError("request must contain '{text}' where each text goes.")
+    requests = [request.replace("{text}", t) for t in texts for _ in range(n)]  # other braces are the user's own text
     out = generate(model, tokenizer, requests, max_new_tokens, do_sample=True, temperature=temperature, top_p=0.9,
                    seed=seed, batch_size=batch_size)  # the LLM chapter's `generate`: chat template, left padding
     return pd.DataFrame({"text": [t for t in texts for _ in range(n)], "paraphrase": [_first_line(o) for o in out]})

@@ -18,8 +18,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import make_pipeline
 
-from .core import Profile, check_texts, get_device, get_profile, load_classifier, precision_args, set_seed
-from .data import TWEET_LABELS, compare_paired, load_splits, load_tweets, sample_rows, split_data, tokenize_table, validate_table
+from .core import (Profile, check_int, check_label_names, check_max_length, check_model_labels, check_number,
+                                check_texts, get_device, get_profile, load_classifier, model_config, precision_args, set_seed)
+from .data import (TWEET_LABELS, compare_paired, load_splits, load_tweets, sample_rows, split_data,
+                                tokenize_table, validate_rows, validate_table)
 
 # %% auto #0
 __all__ = ['QUICK_FINETUNE', 'encode_data', 'seed_recipe_train', 'classification_metrics', 'FineTuneResult', 'fine_tune',
@@ -45,7 +47,10 @@ def seed_recipe_train(model, tokenizer, train_df:pd.DataFrame, labels:list,
                       max_length:int=128, seed:int=0, text_col:str="text", label_col:str="label")->dict:
     "Train `model` in place with the seed article's recipe: fixed-length padding, shuffled batches, a plain AdamW loop."
     from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+    labels = check_label_names(labels)
     validate_table(train_df, text_col, label_col, labels=labels)
+    epochs, batch_size, seed = check_int(epochs, "epochs"), check_int(batch_size, "batch_size"), check_int(seed, "seed", minimum=0)
+    check_number(lr, "lr", above=0); max_length = check_max_length(max_length, model.config)
     label2id = {l: i for i, l in enumerate(labels)}
     pairs = list(zip(train_df[text_col], train_df[label_col].map(label2id)))
     ids, masks, y = encode_data(pairs, tokenizer, max_length)
@@ -67,6 +72,8 @@ def seed_recipe_train(model, tokenizer, train_df:pd.DataFrame, labels:list,
 # %% ../nbs/02_finetune.ipynb #c3d9be39
 def classification_metrics(y_true, y_pred)->dict:
     "Accuracy and macro-F1 (each class counts equally, which matters when classes are imbalanced)."
+    if len(y_true) != len(y_pred) or len(y_true) == 0:
+        raise ValueError(f"y_true and y_pred must be paired and non-empty: got {len(y_true)} and {len(y_pred)} labels.")
     return dict(accuracy=float(accuracy_score(y_true, y_pred)),
                 macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)))
 
@@ -119,9 +126,15 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
               **training_args)->FineTuneResult:
     "Fine-tune `model_name` for classification with the book's recipe: dynamic padding, length grouping, `Trainer`, early stopping."
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
-    labels = [str(l) for l in labels]
-    validate_table(train_df, text_col, label_col, labels=labels)  # fail before the model is loaded
-    if val_df is not None: validate_table(val_df, text_col, label_col, labels=labels)
+    labels = check_label_names(labels)  # everything is checked before the model is loaded
+    validate_table(train_df, text_col, label_col, labels=labels)
+    if val_df is not None: validate_rows(val_df, text_col, label_col, labels=labels)
+    epochs = check_number(epochs, "epochs", above=0)  # a fraction of an epoch is allowed, as in the Trainer
+    batch_size, patience = check_int(batch_size, "batch_size"), check_int(patience, "patience")
+    seed = check_int(seed, "seed", minimum=0)
+    check_number(lr, "lr", above=0); check_number(weight_decay, "weight_decay", minimum=0)
+    check_number(warmup, "warmup", minimum=0, below=1)
+    max_length = check_max_length(max_length, model_config(model_name))
     set_seed(seed)  # the new classification head is initialised from this seed
     model, tok = load_classifier(model_name, labels=labels)
     if peft_config is not None:
@@ -146,6 +159,7 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
 def predict_proba(model, tokenizer, texts:list, batch_size:int=64, max_length:int=128)->np.ndarray:
     "Class probabilities for `texts`, shape `(len(texts), n_classes)`."
     texts = check_texts(texts)
+    batch_size, max_length = check_int(batch_size, "batch_size"), check_max_length(max_length, model.config)
     model.eval(); device = next(model.parameters()).device; out = []
     order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
     with torch.no_grad():
@@ -170,8 +184,9 @@ def predict(model, tokenizer, texts:list, batch_size:int=64, max_length:int=128)
 def evaluate_classifier(model, tokenizer, df:pd.DataFrame, labels:list=None, batch_size:int=64, max_length:int=128,
                         text_col:str="text", label_col:str="label")->dict:
     "Accuracy, macro-F1, a per-class report and the confusion matrix of `model` on the labelled table `df`."
-    labels = labels or [model.config.id2label[i] for i in range(model.config.num_labels)]
-    validate_table(df, text_col, label_col, labels=labels)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if labels is None else \
+             check_model_labels(model, labels)  # labels the model cannot predict would score 0, silently
+    validate_rows(df, text_col, label_col, labels=labels)  # a slice with one class is fine to score
     pred = predict(model, tokenizer, df[text_col].tolist(), batch_size, max_length)["label"].to_numpy()
     return _scores(df[label_col].to_numpy(), pred, labels)
 
@@ -185,8 +200,9 @@ def _scores(y_true, y_pred, labels)->dict:
 def tfidf_baseline(train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list=None,
                    text_col:str="text", label_col:str="label")->dict:
     "Fit TF-IDF (words and bigrams) + logistic regression on `train_df`; its scores on `test_df` and the `pipeline`."
-    labels = labels or validate_table(train_df, text_col, label_col)
-    validate_table(train_df, text_col, label_col, labels=labels); validate_table(test_df, text_col, label_col, labels=labels)
+    labels = validate_table(train_df, text_col, label_col) if labels is None else check_label_names(labels)
+    validate_table(train_df, text_col, label_col, labels=labels)  # training needs two classes; a test slice may have one
+    validate_rows(test_df, text_col, label_col, labels=labels)
     pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
                          LogisticRegression(max_iter=2000, C=10))
     pipe.fit(train_df[text_col], train_df[label_col])
@@ -197,6 +213,10 @@ def compare_recipes(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame,
                     epochs:int=1, batch_size:int=16, lr:float=5e-5, max_length:int=128, seed:int=0,
                     progress:bool=False)->dict:
     "Train with the seed recipe and the book recipe on the same rows and seed; samples/s, accuracy and the speedup."
+    labels = check_label_names(labels)  # everything is checked before the model is loaded
+    validate_table(train_df, labels=labels); validate_rows(test_df, labels=labels)
+    epochs, batch_size = check_int(epochs, "epochs"), check_int(batch_size, "batch_size")
+    check_number(lr, "lr", above=0); max_length = check_max_length(max_length, model_config(model_name))
     set_seed(seed)
     model, tok = load_classifier(model_name, labels=labels)
     seed_run = seed_recipe_train(model, tok, train_df, labels, epochs, batch_size, lr, max_length=max_length, seed=seed)

@@ -58,7 +58,7 @@ def test_out_of_fold_probs_checks_its_inputs(bbc_features, bbc):
     assert not np.allclose(out_of_fold_probs(bbc_features, bbc.label, list(BBC_LABELS), seed=1), probs)  # folds matter: out-of-fold
     rev = out_of_fold_probs(bbc_features, bbc.label, list(BBC_LABELS)[::-1])
     assert (np.asarray(BBC_LABELS[::-1])[rev.argmax(1)] == bbc.label.to_numpy()).mean() > 0.9  # columns in `classes` order
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="one row per example"):
         out_of_fold_probs(bbc_features[:10], bbc.label)
     with pytest.raises(ValueError, match="Too few rows per class"):
         out_of_fold_probs(bbc_features[:6], ["a", "b", "a", "b", "a", "b"])

@@ -35,11 +35,13 @@ def test_make_instructions_rejects_bad_rows(tweets):
         make_instructions(rows)
 
 
-def test_make_instructions_reads_numeric_labels_as_text(tweets):
+def test_make_instructions_refuses_numeric_labels_with_the_cast(tweets):
+    "One rule in every chapter (issue 18): labels are text; numbers are refused with the one-line fix."
     rows = tweets.head(4).assign(label=[1, 2, 1, 2])
-    assert list(make_instructions(rows, labels=("1", "2")).response) == ["1", "2", "1", "2"]
+    with pytest.raises(TypeError, match="cast your labels to str"): make_instructions(rows, labels=("1", "2"))
+    assert list(make_instructions(rows.astype({"label": str}), labels=("1", "2")).response) == ["1", "2", "1", "2"]
     with pytest.raises(ValueError, match=r"Unknown label\(s\) \['3'\]"):
-        make_instructions(rows.assign(label=[1, 2, 3, 1]), labels=("1", "2"))
+        make_instructions(rows.assign(label=["1", "2", "3", "1"]), labels=("1", "2"))
 
 
 def test_make_instructions_cuts_long_texts_for_the_topic_task():
