@@ -36,7 +36,7 @@ class QualityPlan:
     epochs: int       # epochs of each raw vs cleaned training run
 
 QUALITY_PLANS = {
-    "test": QualityPlan(n_bbc=400, noise=0.10, n_audit=500, n_finetune=150, n_tweets=320, epochs=1),
+    "test": QualityPlan(n_bbc=400, noise=0.10, n_audit=500, n_finetune=150, n_tweets=240, epochs=1),
     "cpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=1500, n_tweets=2000, epochs=2),
     "gpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=6000, n_tweets=2000, epochs=2),
 }

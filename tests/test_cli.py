@@ -180,7 +180,8 @@ def test_tour_data_quality_entry(ci_tour):
     dq = ci_tour[0]["chapters"]["data_quality"]
     tmp_path = ci_tour[1]
     assert dq["bbc_precision"] >= 0.7 and dq["bbc_recall"] >= 0.7
-    assert dq["train_rows"] == 320
+    from finetune_book.data_quality import quality_plan
+    assert dq["train_rows"] == quality_plan("test").n_tweets
     assert dq["label_issues"] <= dq["removed_by_cleaning"] < dq["train_rows"]   # every label issue is removed
     assert on_grid(dq["accuracy_raw"], 2 * 200) and on_grid(dq["accuracy_cleaned"], 2 * 200)
     assert dq["label_issues"] > 0 and (tmp_path / "data_quality_clean.png").exists()
