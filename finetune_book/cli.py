@@ -126,7 +126,11 @@ def _record_error(out:Path, chapter:str, e:BaseException)->str:
     import traceback
     with open(out/"tour-errors.log", "a") as f:
         f.write(f"--- {chapter} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{traceback.format_exc()}\n")
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
+    return f"{type(e).__name__}: {_first_line(e)}"
+
+def _first_line(e:BaseException)->str:
+    "The first line of `e`'s message, or its type's name when it has none."
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 def _check_tour(chapters:list, seed:int)->list:
     "The chapter keys to run (all when `chapters` is empty), or a `ValueError` for an unknown chapter or a negative seed."
@@ -392,9 +396,6 @@ def main(argv:list=None)->int:
     except Exception as e:  # a bug: still one line, with what to send
         return _error(f"{args.command}: {type(e).__name__}: {_first_line(e)} (unexpected; please report it with the "
                       f"command you ran and {_log_traceback(args)})")
-
-def _first_line(e:BaseException)->str:
-    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 def _log_traceback(args)->Path:
     "Write the current exception's traceback to `finetune-book-error.log` in the command's `--out` (else the temp folder)."

@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 from .core import (OFFLINE_MODELS, Profile, load_pretrained, count_parameters, get_device, plan_for,
                                 check_int, check_label_names, check_max_length, check_number, check_texts, model_config, load_causal_lm, load_classifier, resolve_model, set_seed)
-from .data import tokenize_table, validate_rows
+from .data import padding_share, tokenize_table, validate_rows
 from .train import predict_proba
 
 # %% auto #0
@@ -794,13 +794,8 @@ def token_lengths(texts:list, tokenizer, max_length:int=512)->np.ndarray:
 def padded_tokens(lengths, # tokens in each text (`token_lengths`)
                   batch_size:int=32, seed:int=0)->float:
     "Mean tokens per text when texts of these `lengths`, shuffled into batches of `batch_size`, are padded to each batch's longest."
-    lengths = np.asarray(lengths)
-    if lengths.ndim != 1 or len(lengths) == 0 or (lengths < 1).any():
-        raise ValueError(f"lengths must be a non-empty list of token counts >= 1; got {lengths!r:.80}. Use token_lengths(texts, tokenizer).")
-    batch_size = check_int(batch_size, "batch_size")
-    order = np.random.default_rng(seed).permutation(len(lengths))
-    batches = [lengths[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
-    return float(sum(b.max() * len(b) for b in batches) / len(lengths))
+    share = padding_share(lengths, batch_size, "dynamic", seed=seed)  # the data chapter's padding count; it checks both
+    return float(np.mean(lengths) / (1 - share))
 
 TWEET_TOKENS = 64       # what a shuffled training batch of tweets pads to, at most (measured below)
 TWEET_MEAN_TOKENS = 34  # a tweet's own length, on average: what one-text work and length-sorted batches hold
