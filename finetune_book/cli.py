@@ -69,7 +69,7 @@ TOUR_SECONDS = {  # measured wall time per entry, `finetune-book tour` on a 2-co
               "fairness": 22, "llm": 21},
     "test": {"finetune": 45, "data_quality": 68, "sparse_data": 8, "compute": 24, "explainability": 18,
              "fairness": 22, "llm": 21},  # all but finetune are the quick tour's own runs
-    "cpu": {"finetune": 2160},  # 36 min, as a new user measured it on a 2-core machine; the others: not yet
+    "cpu": {},  # not measured at the second edition's sizes (the first edition's fine-tuning entry took 36 min)
 }
 
 TOUR_SIZE_NOTES = {  # what the report says about the size it ran at

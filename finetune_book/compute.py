@@ -806,65 +806,82 @@ def tweet_tokens(max_length:int, shuffled:bool=True, # `False`: one text at a ti
     return min(max_length, TWEET_TOKENS if shuffled else TWEET_MEAN_TOKENS)
 
 # %% ../nbs/05_compute.ipynb #finetune-work
-def finetune_work(profile:Profile)->list:
-    "Chapter 2's work under `profile`: the two recipes compared, the headline run and its seeds, the demo models."
+def finetune_work(profile:Profile, curve=None, # chapter 2's `CurvePlan`; `None`: `curve_plan(profile)`
+                 )->list:
+    "Chapter 2's work under `profile`: the Trainer demo, the four recipe steps, the full run, the size curve, the demo models."
+    from finetune_book.train import curve_plan
+    curve = curve_plan(profile) if curve is None else curve
     tokens, alone = tweet_tokens(profile.max_length), tweet_tokens(profile.max_length, shuffled=False)
     scored = dict(predict_texts=profile.n_test, predict_length=alone)  # `evaluate_classifier`: fp32, sorted by length
-    return [Work("seed article's recipe (fp32, every text padded to max_length)", profile.classifier,
-                 train_examples=profile.n_bench, train_length=profile.max_length, precision="fp32", **scored),
-            Work("book's recipe", profile.classifier, train_examples=profile.n_bench, train_length=tokens, **scored),
-            Work("headline run and its seeds (early stopping may end sooner)", profile.classifier,
-                 runs=len(profile.seeds), train_examples=profile.n_train * profile.epochs, train_length=tokens,
-                 predict_texts=profile.n_val * profile.epochs + profile.n_test, predict_length=alone),
+    steps = dict(train_examples=profile.n_bench, **scored)
+    return [Work("Trainer built in the open (one epoch)", profile.classifier, train_examples=profile.n_bench,
+                 train_length=tokens, predict_texts=profile.n_val, predict_length=alone),
+            Work("seed article's recipe (fp32, every text padded to max_length)", profile.classifier,
+                 train_length=profile.max_length, precision="fp32", **steps),
+            Work("seed loop + dynamic padding (fp32)", profile.classifier, train_length=tokens, precision="fp32", **steps),
+            Work("seed loop + length grouping (fp32), and the Trainer", profile.classifier, runs=2, train_length=alone,
+                 precision="fp32", **steps),
+            Work("full run (early stopping may end sooner)", profile.classifier, train_examples=profile.n_train * profile.epochs,
+                 train_length=tokens, predict_texts=profile.n_val * (profile.epochs + 1) + profile.n_test,
+                 predict_length=alone),
+            *[Work(f"size curve: {n} rows x {len(curve.seeds)} seeds", profile.classifier, runs=len(curve.seeds),
+                   train_examples=n * curve.epochs, train_length=tokens, **scored) for n in curve.sizes],
             Work("models loaded for the demos (attention, checkpoint)", profile.classifier, loads=3),
             Work("decoder loaded for the attention demo", profile.llm)]
 
 # %% ../nbs/05_compute.ipynb #quality-work
 def quality_work(plan, # chapter 3's `QualityPlan`
                  profile:Profile)->list:
-    "Chapter 3's work: sentence embeddings for the audits, the 3-fold fine-tuned detector, raw vs cleaned runs."
-    embedded = plan.n_bbc + plan.n_audit + plan.n_finetune + plan.n_tweets + profile.n_test
+    "Chapter 3's work: sentence embeddings, the detectors compared, the controlled experiment, raw vs cleaned runs."
+    embedded = plan.n_audit + plan.n_clean + plan.n_tweets + 2 * profile.n_test  # audits, the probe's rows, test sets
     tokens, alone = tweet_tokens(128), tweet_tokens(128, shuffled=False)  # chapter 3 uses `fine_tune`'s default, 128
+    scored = dict(predict_texts=profile.n_test, predict_length=alone)
     return [Work("sentence embeddings: BBC articles (MiniLM, 256 tokens)", "minilm", loads=2, predict_texts=plan.n_bbc,
                  predict_length=256),
-            Work("sentence embeddings: the tweet audits (MiniLM)", "minilm", loads=3, predict_texts=embedded - plan.n_bbc,
+            Work("sentence embeddings: the tweet audits and the probe (MiniLM)", "minilm", loads=5, predict_texts=embedded,
                  predict_length=tweet_tokens(256, shuffled=False)),
-            Work("fine-tuned label-error detector (3 folds, MiniLM)", "minilm", runs=3,
+            Work("fine-tuned label-error detector (3 folds x noise draws)", "minilm", runs=3 * len(plan.detector_seeds),
                  train_examples=plan.n_finetune * 2 // 3, train_length=tokens, predict_texts=plan.n_finetune // 3,
                  predict_length=alone),
+            Work("controlled cleaning, fine-tuned (4 conditions x draws, equal steps)", profile.classifier,
+                 runs=4 * len(plan.finetune_seeds), train_examples=plan.n_clean_finetune * plan.epochs, train_length=tokens,
+                 **scored),
             Work("raw vs cleaned fine-tuning, each seed", profile.classifier, runs=2 * len(profile.seeds),
-                 train_examples=plan.n_tweets * plan.epochs, train_length=tokens, predict_texts=profile.n_test,
-                 predict_length=alone)]
+                 train_examples=plan.n_tweets * plan.epochs, train_length=tokens, **scored)]
 
 # %% ../nbs/05_compute.ipynb #sparse-work
 def sparse_work(plan, # chapter 4's `SparsePlan`
                 profile:Profile, classes:dict=None, # dataset -> number of classes; `None`: the tweets' 3 and BBC's 5
                )->list:
-    "Chapter 4's work: four trained methods at each k and seed on each dataset, the paraphrases, transfer."
+    "Chapter 4's work: three trained methods at each k and seed on each dataset, the sweep and checks, paraphrases, transfer."
     from finetune_book.sparse import encoder_lora_config, step_budget
     classes = classes or {"tweets": 3, "bbc": 5}
     rows = {name: [n * k for k in plan.ks] for name, n in classes.items()}  # k-shot training rows at each k
     length = {"tweets": tweet_tokens(plan.max_length), "bbc": plan.max_length}  # BBC articles fill max_length
     scored = {"tweets": tweet_tokens(plan.max_length, shuffled=False), "bbc": plan.max_length}  # sorted by length
     def seen(n, max_steps=plan.max_steps): return step_budget(n, plan.epochs, plan.batch_size, max_steps) * plan.batch_size
-    def run(what, examples, data="tweets", runs=len(plan.seeds), method="full"):
+    def run(what, examples, data="tweets", runs=len(plan.seeds), method="full", predict=plan.n_test):
         targets = tuple(encoder_lora_config().target_modules) if method == "lora" else None
         return Work(what, plan.encoder, runs=runs, method=method, train_examples=examples, train_length=length[data],
-                    predict_texts=plan.n_test, predict_length=scored[data], lora_targets=targets)
-    work = [w for name, ns in rows.items() for n in ns for w in (
+                    predict_texts=predict, predict_length=scored[data], lora_targets=targets)
+    work = [w for name, ns in rows.items() for n in ns for w in (  # every method: the same steps of the same batch
                 run(f"{name}: full fine-tuning, {n} rows", seen(n), name),
                 run(f"{name}: LoRA, {n} rows", seen(n), name, method="lora"),
-                run(f"{name}: SetFit, {n} rows", 2 * max(1, plan.max_steps // 2) * plan.batch_size, name),  # pairs
-                run(f"{name}: fine-tuning + EDA, {n} rows", seen(n * (1 + plan.n_aug)), name))]
+                run(f"{name}: SetFit, {n} rows (pairs)", seen(n), name))]
     small, big = rows["tweets"][0], rows["tweets"][-1]
     prompts = small * len(plan.seeds) * plan.n_aug  # paraphrase requests (at most: shared samples are rewritten once)
-    return work + [run("tweets: 3x the step budget at the largest k", seen(big, 3 * plan.max_steps),
-                       runs=min(3, len(plan.seeds))),
-                   run("tweets: + judged / all paraphrases", seen(small * (1 + plan.n_aug)), runs=2 * len(plan.seeds)),
+    return work + [run("tweets: learning-rate sweep, 3 rates, full fine-tuning", seen(big), runs=3 * len(plan.sweep_seeds), predict=plan.n_val),
+                   run("tweets: learning-rate sweep, 3 rates, LoRA", seen(big), runs=3 * len(plan.sweep_seeds), method="lora", predict=plan.n_val),
+                   run("tweets: 3x the step budget at the largest k", seen(big, 3 * plan.max_steps), runs=min(3, len(plan.seeds))),
+                   run("tweets: LoRA, 3x the step budget", seen(big, 3 * plan.max_steps), runs=min(3, len(plan.seeds)),
+                       method="lora"),
+                   *[run(f"tweets: mean pooling, {n} rows", seen(n)) for n in rows["tweets"]],
+                   run("tweets: + EDA / judged / all paraphrases", seen(small), runs=3 * len(plan.seeds)),
                    Work("paraphrases: 48 new tokens, batches of 16", profile.llm, decode_steps=math.ceil(prompts / 16) * 48),
                    run("transfer: the source model (2 epochs)", 2 * plan.n_source, runs=1),
                    *[run(f"transfer: from the raw encoder and from the source, {n} rows", seen(n), runs=2 * len(plan.seeds))
                      for n in rows["tweets"]]]
+
 
 # %% ../nbs/05_compute.ipynb #compute-work
 def compute_work(plan:ComputePlan)->list:

@@ -50,10 +50,10 @@ class Profile:
 
 # %% ../nbs/00_core.ipynb #9f74c928
 PROFILES = {
-    "test": Profile("test", "minilm", "smollm2-135m", n_train=320, n_val=96, n_test=200, n_bench=96,
-                    epochs=2, batch_size=16, max_length=128, seeds=(0, 1)),
-    "cpu":  Profile("cpu", "minilm", "smollm2-135m", n_train=3000, n_val=500, n_test=1000, n_bench=800,
-                    epochs=3, batch_size=16, max_length=128, seeds=(0, 1, 2)),
+    "test": Profile("test", "minilm", "smollm2-135m", n_train=320, n_val=96, n_test=200, n_bench=128,
+                    epochs=2, batch_size=16, max_length=64, seeds=(0, 1)),
+    "cpu":  Profile("cpu", "minilm", "smollm2-135m", n_train=8000, n_val=500, n_test=1000, n_bench=480,
+                    epochs=2, batch_size=16, max_length=128, seeds=(0, 1, 2)),
     "gpu":  Profile("gpu", "bert-base-uncased", "HuggingFaceTB/SmolLM2-360M-Instruct", n_train=30000, n_val=2000,
                     n_test=3500, n_bench=4000, epochs=2, batch_size=32, max_length=64, seeds=(0, 1, 2, 3, 4)),
 }  # gpu: sized to the compute chapter's estimate of <= 20 minutes a chapter on a T4 (its `finetune_work`)

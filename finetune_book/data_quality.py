@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,32 +19,45 @@ from .core import (Profile, check_int, check_label_names, check_number, check_pr
 from .data import validate_rows, validate_table
 
 # %% auto #0
-__all__ = ['QUALITY_PLANS', 'QualityPlan', 'quality_plan', 'plot_profile', 'normalize_text', 'find_duplicates',
+__all__ = ['QUALITY_PLANS', 'DECISIONS', 'QualityPlan', 'quality_plan', 'plot_profile', 'normalize_text', 'find_duplicates',
            'find_label_conflicts', 'find_junk', 'encoder_load_error', 'load_sentence_encoder', 'embed_texts',
            'out_of_fold_probs', 'find_label_issues', 'inject_label_noise', 'precision_recall', 'find_datalab_issues',
-           'AuditReport', 'audit', 'clean', 'out_of_fold_probs_finetuned', 'noisy_vs_cleaned', 'review_widget',
+           'AuditReport', 'audit', 'Cleaned', 'clean', 'out_of_fold_probs_finetuned', 'compare_detectors',
+           'cleaning_conditions', 'probe_scores', 'cleaning_experiment', 'noisy_vs_cleaned', 'review_widget',
            'tour_data_quality']
 
 # %% ../nbs/03_data_quality.ipynb #dq-plan
 @dataclass(frozen=True)
 class QualityPlan:
     "Sizes of this chapter's experiments for one run profile."
-    n_bbc: int        # BBC articles for the injected-noise check
-    noise: float      # share of labels flipped in the headline noise check
-    n_audit: int      # tweets audited for duplicates, conflicts, junk and label issues
-    n_finetune: int   # tweets for the fine-tuned label-error detector (3 training runs, one per fold)
-    n_tweets: int     # training rows of the raw vs cleaned comparison
-    epochs: int       # epochs of each raw vs cleaned training run
+    n_bbc: int              # BBC articles for the injected-noise check
+    noise: float            # share of labels flipped in the BBC noise check
+    n_audit: int            # tweets audited for duplicates, conflicts, junk and label issues
+    n_finetune: int         # tweets for the two detectors compared (the fine-tuned one: 3 runs per noise seed)
+    detector_seeds: tuple   # noise draws the two detectors are compared over
+    clean_noise: float      # share of labels flipped in the controlled cleaning experiment
+    n_clean: int            # training tweets of the controlled experiment with the frozen probe
+    probe_seeds: tuple      # noise draws of the controlled experiment with the frozen probe (seconds each)
+    n_clean_finetune: int   # training tweets of its fine-tuned runs (4 conditions, equal optimizer steps)
+    finetune_seeds: tuple   # noise draws of the fine-tuned runs
+    n_tweets: int           # training rows of the real raw vs cleaned comparison
+    epochs: int             # epochs of each raw vs cleaned run, and of the fine-tuned controlled runs' noisy condition
 
 QUALITY_PLANS = {
-    "test": QualityPlan(n_bbc=400, noise=0.10, n_audit=500, n_finetune=150, n_tweets=240, epochs=1),
-    "cpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=1500, n_tweets=2000, epochs=2),
-    "gpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=6000, n_tweets=2000, epochs=2),
+    "test": QualityPlan(n_bbc=150, noise=0.10, n_audit=500, n_finetune=96, detector_seeds=(0,), clean_noise=0.25,
+                        n_clean=400, probe_seeds=(0, 1, 2), n_clean_finetune=64, finetune_seeds=(0,), n_tweets=128, epochs=1),
+    "cpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=900, detector_seeds=(0, 1, 2), clean_noise=0.25,
+                       n_clean=2000, probe_seeds=tuple(range(10)), n_clean_finetune=2000, finetune_seeds=(0,),
+                       n_tweets=1500, epochs=1),
+    "gpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=3000, detector_seeds=(0, 1, 2), clean_noise=0.25,
+                       n_clean=5000, probe_seeds=tuple(range(10)), n_clean_finetune=5000, finetune_seeds=(0, 1, 2),
+                       n_tweets=5000, epochs=2),
 }
 
 def quality_plan(profile:Profile|str=None)->QualityPlan:
     "The experiment sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
     return plan_for(QUALITY_PLANS, profile)
+
 
 # %% ../nbs/03_data_quality.ipynb #364b378d
 def plot_profile(df:pd.DataFrame, text_col:str="text", label_col:str="label", title:str="Data profile"):
@@ -89,9 +103,14 @@ def find_label_conflicts(df:pd.DataFrame, text_col:str="text", label_col:str="la
 # %% ../nbs/03_data_quality.ipynb #24dfcd32
 _NOISE_TOKENS = re.compile(r"(https?://\S+|@\w+|#\w+|&amp;|rt\b)", re.I)
 
-def find_junk(df:pd.DataFrame, text_col:str="text", min_words:int=2, max_nonlatin:float=0.3)->pd.DataFrame:
-    "Rows with fewer than `min_words` words besides handles/URLs/hashtags, or mostly non-Latin characters: `row`, `reason`."
+def find_junk(df:pd.DataFrame, text_col:str="text",
+              min_words:int=1, # rows with fewer real words than this (besides handles, URLs, hashtags) are junk
+              max_nonlatin:float=None, # also flag rows with more than this share of letters outside a-z; `None`: off
+             )->pd.DataFrame:
+    "Rows with fewer than `min_words` words besides handles/URLs/hashtags (or too many non-Latin letters): `row`, `reason`."
     require_columns(df, text_col)
+    min_words = check_int(min_words, "min_words", minimum=0)
+    max_nonlatin = 1.0 if max_nonlatin is None else check_number(max_nonlatin, "max_nonlatin", minimum=0, maximum=1)
     rows = []
     for idx, text in df[text_col].items():
         words = re.findall(r"[A-Za-z]{2,}", _NOISE_TOKENS.sub(" ", str(text)))
@@ -100,6 +119,7 @@ def find_junk(df:pd.DataFrame, text_col:str="text", min_words:int=2, max_nonlati
         if len(words) < min_words: rows.append((idx, f"only {len(words)} word(s) besides handles/URLs/hashtags"))
         elif nonlatin > max_nonlatin: rows.append((idx, f"{nonlatin:.0%} of letters outside a-z (encoding or language)"))
     return pd.DataFrame(rows, columns=["row", "reason"])
+
 
 # %% ../nbs/03_data_quality.ipynb #4a885283
 def encoder_load_error(name:str, e:Exception)->OSError:
@@ -171,8 +191,10 @@ def find_label_issues(texts:list, # the examples' texts (used to embed them if `
                       pred_probs:np.ndarray=None, # out-of-fold probabilities; computed from embeddings if None
                       classes:list=None, # class order of `pred_probs`' columns; sorted labels by default
                       features:np.ndarray=None, # precomputed embeddings, to skip embedding `texts`
-                      model:str="minilm", n_splits:int=5, seed:int=0)->pd.DataFrame:
-    "Rows whose label is likely wrong, most suspicious first: `row`, `label`, `suggested`, `score` (lower = worse)."
+                      model:str="minilm", n_splits:int=5, seed:int=0,
+                      threshold:float=None, # `None`: cleanlab's confident-learning rule; a number: flag self-confidence below it
+                     )->pd.DataFrame:
+    "Rows whose label is likely wrong, most suspicious first: `row`, `label`, `suggested`, `score` (self-confidence, lower = worse)."
     from cleanlab.filter import find_label_issues as cl_find
     from cleanlab.rank import get_label_quality_scores
     texts, labels = list(texts), np.asarray(labels, dtype=object)
@@ -180,6 +202,7 @@ def find_label_issues(texts:list, # the examples' texts (used to embed them if `
     validate_table(pd.DataFrame({"text": texts, "label": labels}))
     classes = sorted(set(labels.tolist())) if classes is None else check_label_names(classes, "classes")
     _check_classes(labels, classes)
+    if threshold is not None: threshold = check_number(threshold, "threshold", above=0, below=1)
     if pred_probs is None:
         if features is not None: features = _check_features(features, len(texts))
         _check_folds(labels, n_splits)  # before the texts are embedded
@@ -187,10 +210,14 @@ def find_label_issues(texts:list, # the examples' texts (used to embed them if `
         pred_probs = out_of_fold_probs(features, labels, classes, n_splits, seed)
     pred_probs = check_probabilities(pred_probs, "pred_probs", len(labels), len(classes))
     y = pd.Series(labels).map({c: i for i, c in enumerate(classes)}).to_numpy()
-    ranked = cl_find(y, pred_probs, return_indices_ranked_by="self_confidence")
-    scores = get_label_quality_scores(y, pred_probs, method="self_confidence")
+    scores = get_label_quality_scores(y, pred_probs, method="self_confidence")  # the probability of the given label
+    if threshold is None: ranked = cl_find(y, pred_probs, return_indices_ranked_by="self_confidence")
+    else:
+        below = np.flatnonzero(scores < threshold)
+        ranked = below[np.argsort(scores[below], kind="stable")]
     return pd.DataFrame({"row": ranked, "label": labels[ranked], "suggested": np.asarray(classes, dtype=object)[pred_probs[ranked].argmax(1)],
                          "score": scores[ranked]}).reset_index(drop=True)
+
 
 # %% ../nbs/03_data_quality.ipynb #5929b61d
 def inject_label_noise(labels, # the clean labels; left unchanged
@@ -232,7 +259,7 @@ def find_datalab_issues(features:np.ndarray, labels=None, issue_types:tuple=("ne
     for t in issue_types:
         iss = lab.get_issues(t)
         for i in np.flatnonzero(iss[f"is_{t}_issue"].to_numpy()):
-            detail = f"near {list(iss['near_duplicate_sets'].iloc[i])[:3]}" if t == "near_duplicate" else ""
+            detail = f"near {[int(j) for j in iss['near_duplicate_sets'].iloc[i][:3]]}" if t == "near_duplicate" else ""
             rows.append(dict(row=int(i), issue=t, score=float(iss[f"{t}_score"].iloc[i]), detail=detail))
     return pd.DataFrame(rows, columns=["row", "issue", "score", "detail"])
 
@@ -247,6 +274,7 @@ class AuditReport:
     label_quality: np.ndarray = None  # cleanlab's label-quality score of every row (low = suspicious)
     pred_probs: np.ndarray = None     # the out-of-fold probabilities behind it, columns in `classes` order
     classes: list = None
+    features: np.ndarray = None       # the embeddings the checks used, in row order
 
     def markdown(self, max_rows:int=20)->str:
         "The report as markdown: the summary table and the most suspicious label issues."
@@ -273,12 +301,14 @@ def audit(df:pd.DataFrame, # the table to audit; left unchanged
           model:str="minilm", # sentence encoder for near-duplicates, outliers and the label model
           n_splits:int=5, seed:int=0,
           features:np.ndarray=None, # precomputed embeddings of the texts, in row order
+          threshold:float=None, # label issues: `None` for cleanlab's rule, or a self-confidence cut-off (`find_label_issues`)
          )->AuditReport:
     "Run every data-quality check on `df`: duplicates, label conflicts, junk, near-duplicates, outliers, label issues."
     import time
     start = time.perf_counter()
     validate_table(df, text_col, label_col)
     _check_folds(df[label_col].to_numpy(), n_splits); seed = check_int(seed, "seed", minimum=0)
+    if threshold is not None: threshold = check_number(threshold, "threshold", above=0, below=1)
     if features is not None: features = _check_features(features, len(df))
     table = df.reset_index(drop=True)  # positions, not the caller's index
     texts, labels = table[text_col].tolist(), table[label_col].astype(str).to_numpy(dtype=object)
@@ -286,7 +316,7 @@ def audit(df:pd.DataFrame, # the table to audit; left unchanged
     if features is None: features = embed_texts(texts, model)
     classes = sorted(set(labels.tolist()))
     probs = out_of_fold_probs(features, labels, classes, n_splits, seed)
-    issues = find_label_issues(texts, labels, pred_probs=probs, classes=classes)
+    issues = find_label_issues(texts, labels, pred_probs=probs, classes=classes, threshold=threshold)
     quality = get_label_quality_scores(pd.Series(labels).map({c: i for i, c in enumerate(classes)}).to_numpy(), probs)
     dups, conflicts, junk = find_duplicates(table, text_col), find_label_conflicts(table, text_col, label_col), find_junk(table, text_col)
     later_copies = dups[dups.duplicated("group")]
@@ -304,21 +334,48 @@ def audit(df:pd.DataFrame, # the table to audit; left unchanged
                "label_conflicts": len(conflicts), "duplicate_copies": len(later_copies), "junk": len(junk),
                **{f"{t}s": int((datalab.issue == t).sum()) for t in ("near_duplicate", "outlier")}}
     return AuditReport(summary, flagged.sort_values(["issue", "score"]).reset_index(drop=True), issues,
-                       time.perf_counter() - start, quality, probs, classes)
+                       time.perf_counter() - start, quality, probs, classes, features)
 
 # %% ../nbs/03_data_quality.ipynb #2c0f96f4
+class Cleaned(NamedTuple):
+    "What `clean` returns: the rows kept (relabelled where decided), the rows removed and why, and the relabellings."
+    kept: pd.DataFrame
+    removed: pd.DataFrame      # the removed rows, with an `issue` column
+    relabelled: pd.DataFrame   # `row` (position), `label` (before), `new_label`
+
+DECISIONS = ("keep label", "relabel", "remove")  # what `review_widget` records for a row
+
 def clean(df:pd.DataFrame, # the audited table; left unchanged
           report:AuditReport, # what `audit(df, ...)` returned
           issues:tuple=("label_issue", "label_conflict", "duplicate"), # which kinds of flagged rows to remove
-         )->tuple:
-    "`(kept, removed)`: copies of `df` without / with only the flagged rows, `removed` with an `issue` column."
+          decisions:dict=None, # row position -> a person's decision (`review_widget(...).decisions`); overrides `issues`
+          label_col:str="label")->Cleaned:
+    "`(kept, removed, relabelled)`: copies of `df` without / with only the removed rows, and the labels a reviewer changed."
     if report.summary["rows"] != len(df): raise ValueError(f"The report is for {report.summary['rows']} rows; df has {len(df)}.")
     unknown = set(issues) - set(["label_issue", "label_conflict", "duplicate", "junk", "near_duplicate", "outlier"])
     if unknown: raise ValueError(f"Unknown issue type(s) {sorted(unknown)}.")
+    decisions = dict(decisions or {})
+    for row, d in decisions.items():
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < len(df):
+            raise ValueError(f"decisions: {row!r} is not a row position of the table (0 to {len(df) - 1}).")
+        if d not in DECISIONS: raise ValueError(f"decisions: row {row} has {d!r}; use one of {list(DECISIONS)}.")
+    suggested = dict(zip(report.label_issues.row.astype(int), report.label_issues.suggested))
+    no_suggestion = [r for r, d in decisions.items() if d == "relabel" and r not in suggested]
+    if no_suggestion: raise ValueError(f"decisions: rows {no_suggestion[:5]} have no suggested label to relabel to; keep or remove them.")
     hits = report.flagged[report.flagged.issue.isin(issues)].groupby("row")["issue"].agg(", ".join)
-    mask = np.zeros(len(df), bool); mask[hits.index.to_numpy(dtype=int)] = True
-    removed = df[mask].copy(); removed["issue"] = hits.sort_index().to_numpy()
-    return df[~mask].copy(), removed
+    why = {int(r): i for r, i in hits.items() if int(r) not in decisions}  # a person's decision overrides the rule
+    why.update({r: "reviewed: remove" for r, d in decisions.items() if d == "remove"})
+    mask = np.zeros(len(df), bool); mask[list(why)] = True
+    removed = df[mask].copy(); removed["issue"] = [why[r] for r in np.flatnonzero(mask)]
+    kept = df[~mask].copy()
+    changes = sorted(r for r, d in decisions.items() if d == "relabel")
+    relabelled = pd.DataFrame({"row": changes, "label": df[label_col].to_numpy()[changes],
+                               "new_label": [suggested[r] for r in changes]})
+    if changes:  # by position: the caller's index may repeat
+        values = df[label_col].to_numpy(dtype=object).copy(); values[changes] = relabelled.new_label.to_numpy()
+        kept[label_col] = values[~mask]
+    return Cleaned(kept, removed, relabelled)
+
 
 # %% ../nbs/03_data_quality.ipynb #2d3cb90f
 def out_of_fold_probs_finetuned(df:pd.DataFrame, labels:list, model_name:str="minilm", n_splits:int=3, seed:int=0,
@@ -335,18 +392,103 @@ def out_of_fold_probs_finetuned(df:pd.DataFrame, labels:list, model_name:str="mi
         probs[held_idx] = predict_proba(run.model, run.tokenizer, df[text_col].iloc[held_idx].tolist())
     return probs
 
+# %% ../nbs/03_data_quality.ipynb #detectors
+def compare_detectors(df:pd.DataFrame, # tweets with their original labels
+                      features:np.ndarray, # their embeddings, in row order
+                      labels:list, noise:float=0.1, seeds:tuple=(0,), n_splits:int=3, model_name:str="minilm",
+                      **fine_tune_kwargs)->pd.DataFrame:
+    "Per noise seed: how well each detector's self-confidence ranks the flipped rows first (AUC, precision at the flipped count)."
+    from sklearn.metrics import roc_auc_score
+    labels = check_label_names(labels); validate_table(df, labels=labels)
+    features = _check_features(features, len(df))
+    rows = []
+    for seed in seeds:
+        noisy, flipped = inject_label_noise(df.label, noise, seed=seed)
+        y = pd.Series(noisy).map({c: i for i, c in enumerate(labels)}).to_numpy()
+        probs = {"frozen embeddings + LR": out_of_fold_probs(features, noisy, labels, n_splits, seed),
+                 "fine-tuned MiniLM": out_of_fold_probs_finetuned(df.assign(label=noisy), labels, model_name, n_splits, seed,
+                                                                  **fine_tune_kwargs)}
+        for name, p in probs.items():
+            quality = p[np.arange(len(df)), y]  # self-confidence: the probability of the given label
+            top = np.argsort(quality, kind="stable")[:int(flipped.sum())]  # as many rows as were flipped, least confident first
+            rows.append(dict(seed=seed, detector=name, auc=roc_auc_score(flipped, -quality),
+                             precision_at_k=float(flipped[top].mean()), k=int(flipped.sum())))
+    return pd.DataFrame(rows)
+
+
+# %% ../nbs/03_data_quality.ipynb #conditions
+def cleaning_conditions(df:pd.DataFrame, # training rows with their original labels; left unchanged
+                        noisy, # the labels after noise was injected, one per row
+                        flipped, # boolean mask of the rows whose label was flipped
+                        flagged_rows, # positions a detector flagged on the noisy labels
+                        seed:int=0, label_col:str="label")->dict:
+    "Training tables of the controlled cleaning experiment: original labels, noisy, audit-cleaned, random removal, oracle."
+    require_columns(df, label_col)
+    noisy, flipped = np.asarray(noisy, dtype=object), np.asarray(flipped, dtype=bool)
+    if not len(noisy) == len(flipped) == len(df): raise ValueError(f"noisy and flipped must have one value per row of df ({len(df)}).")
+    flagged = np.zeros(len(df), bool)
+    rows = np.asarray(flagged_rows, dtype=int)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(df)): raise ValueError("flagged_rows must be positions in df.")
+    flagged[rows] = True
+    at_random = np.zeros(len(df), bool)  # as many rows as the audit flagged, drawn without looking at the labels
+    at_random[np.random.default_rng(check_int(seed, "seed", minimum=0)).choice(len(df), int(flagged.sum()), replace=False)] = True
+    noisy_df = df.copy(); noisy_df[label_col] = noisy
+    return {"original labels": df.copy(), "noisy": noisy_df, "audit-cleaned": noisy_df[~flagged],
+            "random removal": noisy_df[~at_random], "oracle-cleaned": noisy_df[~flipped]}
+
+
+# %% ../nbs/03_data_quality.ipynb #probe
+def probe_scores(train_features:np.ndarray, train_labels, test_features:np.ndarray, test_labels)->dict:
+    "Test accuracy and macro-F1 of a logistic regression on frozen embeddings (a probe: seconds to train)."
+    from sklearn.linear_model import LogisticRegression
+    from finetune_book.train import classification_metrics
+    train_features = _check_features(train_features, len(train_labels))
+    test_features = _check_features(test_features, len(test_labels))
+    probe = LogisticRegression(max_iter=2000, C=1.0).fit(train_features, np.asarray(train_labels, dtype=object))
+    return classification_metrics(np.asarray(test_labels, dtype=object), probe.predict(test_features))
+
+
+# %% ../nbs/03_data_quality.ipynb #experiment
+def cleaning_experiment(df:pd.DataFrame, # training rows with their original labels
+                        features:np.ndarray, # their embeddings, in row order
+                        test_df:pd.DataFrame, test_features:np.ndarray, labels:list,
+                        noise:float=0.25, # share of training labels flipped in each draw
+                        seeds:tuple=(0, 1, 2), # noise draws (each also draws the random removal)
+                        threshold:float=None, # passed to `find_label_issues`
+                        label_col:str="label")->pd.DataFrame:
+    "The controlled cleaning experiment with a frozen probe: per noise seed and condition, rows, errors left and test scores."
+    labels = check_label_names(labels)
+    validate_table(df, label_col=label_col, labels=labels); validate_rows(test_df, label_col=label_col, labels=labels)
+    if not df.index.is_unique: raise ValueError("df's index has repeated values; reset it first (df.reset_index(drop=True)).")
+    features = _check_features(features, len(df))
+    rows = []
+    for seed in seeds:
+        noisy, flipped = inject_label_noise(df[label_col], noise, seed=seed)
+        issues = find_label_issues(df.text, noisy, features=features, classes=labels, seed=seed, threshold=threshold)
+        for name, table in cleaning_conditions(df, noisy, flipped, issues.row, seed, label_col).items():
+            pos = df.index.get_indexer(table.index)
+            errors = 0 if name == "original labels" else int(flipped[pos].sum())
+            rows.append(dict(seed=seed, condition=name, rows=len(table), wrong_labels=errors,
+                             **probe_scores(features[pos], table[label_col], test_features, test_df[label_col])))
+    return pd.DataFrame(rows)
+
+
 # %% ../nbs/03_data_quality.ipynb #eef610cd
 def noisy_vs_cleaned(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list, seeds:tuple=(0, 1),
                      report:AuditReport=None, # `audit(train_df)`, if already computed
-                     cleaned_test_df:pd.DataFrame=None, # also score on this "cleaned" test set, to show the pitfall
+                     test_subsets:dict=None, # name -> boolean mask over `test_df`'s rows: also scored on each subset
                      text_col:str="text", label_col:str="label",
                      progress:bool=False, # a bar over the training runs
                      **fine_tune_kwargs)->pd.DataFrame:
-    "Test accuracy and macro-F1 of `fine_tune` on `train_df` as is and cleaned by `clean(audit(...))`, per seed."
+    "Test accuracy and macro-F1 of `fine_tune` on `train_df` as is and cleaned by `clean(audit(...))`, per seed (and subset)."
     from tqdm import tqdm
     from finetune_book.train import classification_metrics, fine_tune, predict
+    subsets = {name: np.asarray(m, dtype=bool) for name, m in (test_subsets or {}).items()}
+    for name, m in subsets.items():
+        if m.shape != (len(test_df),) or not m.any():
+            raise ValueError(f"test_subsets[{name!r}] must be a boolean mask with one value per test row, selecting some.")
     report = report if report is not None else audit(train_df, text_col, label_col)
-    kept, removed = clean(train_df, report)
+    kept = clean(train_df, report).kept
     y_test = test_df[label_col].to_numpy()
     rows = []
     runs = [(name, df, seed) for name, df in (("raw", train_df), ("cleaned", kept)) for seed in seeds]
@@ -355,11 +497,11 @@ def noisy_vs_cleaned(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame
                         label_col=label_col, **fine_tune_kwargs)
         pred = predict(run.model, run.tokenizer, test_df[text_col].tolist()).label.to_numpy()
         row = dict(train=data_name, seed=seed, rows=len(rows_df), **classification_metrics(y_test, pred))
-        if cleaned_test_df is not None:
-            keep = test_df.index.isin(cleaned_test_df.index)
-            row["accuracy_on_cleaned_test"] = classification_metrics(y_test[keep], pred[keep])["accuracy"]
+        for name, m in subsets.items():
+            row.update({f"{k}_on_{name}": v for k, v in classification_metrics(y_test[m], pred[m]).items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
 
 # %% ../nbs/03_data_quality.ipynb #9f8a856a
 def review_widget(report:AuditReport, issue:str="label_issue"):
@@ -405,7 +547,7 @@ def tour_data_quality(profile, out_dir:Path, seed:int=0, progress:bool=False)->d
     ax.set_ylabel("test accuracy"); ax.set_ylim(0, 1); ax.set_title("Fine-tuned on raw vs cleaned tweets")
     fig.tight_layout(); tour.save_plot(fig, "data_quality_clean.png")
     return tour.result(train_rows=len(splits["train"]), label_issues=report.summary["label_issues"],
-                       removed_by_cleaning=int(len(splits["train"]) - len(clean(splits["train"], report)[0])),
+                       removed_by_cleaning=int(len(clean(splits["train"], report).removed)),
                        bbc_noise_rate=plan.noise, bbc_precision=pr["precision"], bbc_recall=pr["recall"],
                        accuracy_raw=float(means.loc["raw", "mean"]), accuracy_cleaned=float(means.loc["cleaned", "mean"]),
                        cleaned_vs_raw=str(lesson))

@@ -9,49 +9,55 @@ from __future__ import annotations
 import copy, math, re, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .core import (Profile, check_int, check_number, check_texts, generate, plan_for, package_dir, require_columns, resolve_model, set_seed,
                                 training_precision)
-from .data import validate_table
+from .data import compare_paired, holm, validate_table
 from .data_quality import encoder_load_error, load_sentence_encoder
-from .train import classification_metrics, fine_tune, predict
+from .train import classification_metrics, evaluate_classifier, fine_tune, predict
 
 # %% auto #0
 __all__ = ['SPARSE_PLANS', 'STOPWORDS', 'FULL_LR', 'LORA_LR', 'PARAPHRASE_REQUEST', 'SparsePlan', 'sparse_plan', 'sample_k_shot',
-           'EmbeddingCache', 'probe_method', 'prototype_method', 'step_budget', 'finetune_method',
-           'encoder_lora_config', 'setfit_method', 'load_synonyms', 'synonym_replace', 'random_insert', 'random_swap',
-           'random_delete', 'eda', 'augment_table', 'augmented_method', 'eda_augmenter', 'learning_curve',
-           'curve_summary', 'curve_table', 'margins', 'plot_learning_curve', 'sparse_methods', 'paraphrase',
-           'judge_paraphrases', 'table_augmenter', 'train_source_model', 'tour_sparse_data']
+           'EmbeddingCache', 'probe_method', 'prototype_method', 'step_budget', 'pack_rows', 'Trained',
+           'finetune_method', 'encoder_lora_config', 'setfit_method', 'load_synonyms', 'synonym_replace',
+           'random_insert', 'random_swap', 'random_delete', 'eda', 'augment_table', 'augmented_method', 'eda_augmenter',
+           'learning_curve', 'curve_summary', 'curve_table', 'margins', 'floor_scores', 'plot_learning_curve',
+           'sparse_methods', 'MeanPooled', 'paraphrase', 'judge_paraphrases', 'table_augmenter', 'train_source_model',
+           'tour_sparse_data']
 
 # %% ../nbs/04_sparse_data.ipynb #30b2138a
 @dataclass(frozen=True)
 class SparsePlan:
     "Sizes of this chapter's experiments for one run profile."
-    encoder: str      # the pretrained sentence encoder every method starts from
-    ks: tuple         # examples per class on the learning curve
-    probe_ks: tuple   # a longer range for the methods that train nothing but a linear head
-    seeds: tuple      # one k-shot sample and one training run per seed
-    n_test: int       # held-out test rows per dataset
-    max_length: int   # tokens kept per text
-    epochs: int       # passes over the k-shot set ...
-    max_steps: int    # ... capped at this many optimizer steps, for every method
-    batch_size: int
-    n_source: int     # rows of the related task used for transfer
-    n_aug: int        # augmented copies per training example
+    encoder: str        # the pretrained sentence encoder every method starts from
+    ks: tuple           # examples per class on the learning curve
+    probe_ks: tuple     # a longer range for the methods that train nothing but a linear head
+    seeds: tuple        # one k-shot sample and one training run per seed
+    n_test: int         # held-out test rows per dataset for the trained methods ...
+    n_test_frozen: int  # ... and for the frozen ones (a superset: the first `n_test` are the trained methods')
+    n_val: int          # validation rows for the learning-rate sweep ...
+    sweep_seeds: tuple  # ... on these seeds' k-shot samples
+    max_length: int     # tokens kept per text
+    epochs: int         # passes over the k-shot set ...
+    max_steps: int      # ... capped at this many optimizer steps, for every method
+    batch_size: int     # texts per optimizer step, for every method
+    n_source: int       # rows of the related task used for transfer
+    n_aug: int          # augmented copies per training example
 
 SPARSE_PLANS = {
-    "test": SparsePlan("minilm", ks=(2,), probe_ks=(2, 4), seeds=(0, 1), n_test=48, max_length=48, epochs=10,
-                       max_steps=4, batch_size=8, n_source=48, n_aug=1),
+    "test": SparsePlan("minilm", ks=(2,), probe_ks=(2, 4), seeds=(0, 1), n_test=48, n_test_frozen=96, n_val=24, sweep_seeds=(0,),
+                       max_length=48, epochs=10, max_steps=4, batch_size=8, n_source=48, n_aug=1),
     "cpu": SparsePlan("minilm", ks=(4, 16), probe_ks=(4, 8, 16, 32, 64), seeds=(0, 1, 2, 3, 4), n_test=200,
-                      max_length=48, epochs=10, max_steps=20, batch_size=8, n_source=1000, n_aug=2),
-    "gpu": SparsePlan("sentence-transformers/paraphrase-mpnet-base-v2", ks=(4, 16),
-                      probe_ks=(4, 8, 16, 32, 64, 128), seeds=(0, 1, 2), n_test=500, max_length=128,
-                      epochs=20, max_steps=100, batch_size=16, n_source=5000, n_aug=2),  # sized to <= 20 min on a T4
+                      n_test_frozen=1000, n_val=300, sweep_seeds=(0, 1), max_length=48, epochs=10, max_steps=20, batch_size=8,
+                      n_source=1000, n_aug=2),
+    "gpu": SparsePlan("sentence-transformers/paraphrase-mpnet-base-v2", ks=(4, 16),  # a larger encoder, 3 seeds:
+                      probe_ks=(4, 8, 16, 32, 64, 128), seeds=(0, 1, 2), n_test=500, n_test_frozen=1000,  # <= 20 min
+                      n_val=500, sweep_seeds=(0, 1), max_length=64, epochs=20, max_steps=100, batch_size=16, n_source=5000, n_aug=2),  # on a T4
 }
 
 def sparse_plan(profile:Profile|str=None)->SparsePlan:
@@ -133,18 +139,40 @@ def step_budget(n_rows:int, epochs:int, batch_size:int, max_steps:int)->int:
     epochs, batch_size, max_steps = (check_int(v, k) for k, v in dict(epochs=epochs, batch_size=batch_size, max_steps=max_steps).items())
     return max(1, min(math.ceil(epochs * n_rows / batch_size), max_steps))
 
+# %% ../nbs/04_sparse_data.ipynb #pack-rows
+def pack_rows(train:pd.DataFrame, # the k-shot rows; left unchanged
+              steps:int, batch_size:int, seed:int)->pd.DataFrame:
+    "Exactly `steps * batch_size` rows: passes over `train`, each in a new order drawn with `seed`, end to end."
+    steps, batch_size, seed = check_int(steps, "steps"), check_int(batch_size, "batch_size"), check_int(seed, "seed", minimum=0)
+    if len(train) == 0: raise ValueError("train has no rows to pack; pass at least one row per class.")
+    rng, need = np.random.default_rng(seed), steps * batch_size
+    order = np.concatenate([rng.permutation(len(train)) for _ in range(math.ceil(need / len(train)))])[:need]
+    return train.iloc[order].reset_index(drop=True)
+
+
 # %% ../nbs/04_sparse_data.ipynb #d399b7af
+class Trained(NamedTuple):
+    "What a trained method returns: its predictions, and the optimizer steps and texts its training run logged."
+    predictions: np.ndarray
+    steps: int   # optimizer steps the run took (its trainer's `global_step`)
+    texts: int   # texts that went through the encoder during training, over all steps
+
 def finetune_method(model:str="minilm", # short name, folder or hub id of the starting model
                     epochs:int=10, max_steps:int=24, batch_size:int=8, lr:float=5e-5, max_length:int=128,
                     peft_config=None, # e.g. `LoraConfig(...)` to train adapters only
+                    wrap_model=None, # e.g. `MeanPooled`: a function `model -> model` for `fine_tune`
                    )->Callable:
-    "A method: `fine_tune` on the k-shot rows for `epochs` passes (at most `max_steps` steps), then predict."
+    "A method: `fine_tune` for `step_budget` full batches of the k-shot rows (`pack_rows`), then predict."
     def finetuned(train, test_texts, labels, seed):
         _check_inputs(train, test_texts)
-        run = fine_tune(model, train, labels, epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
-                        seed=seed, progress=False, peft_config=copy.deepcopy(peft_config),  # peft edits its config
-                        max_steps=step_budget(len(train), epochs, batch_size, max_steps))
-        return predict(run.model, run.tokenizer, list(test_texts), max_length=max_length)["label"].to_numpy()
+        originals = int((~train["augmented"]).sum()) if "augmented" in train else len(train)  # augmented rows add no steps
+        steps = step_budget(originals, epochs, batch_size, max_steps)
+        rows = pack_rows(train[["text", "label"]], steps, batch_size, seed)
+        run = fine_tune(model, rows, labels, epochs=1, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
+                        progress=False, peft_config=copy.deepcopy(peft_config),  # peft edits its config
+                        wrap_model=wrap_model, train_sampling_strategy="sequential")  # the packed order is the batches'
+        pred = predict(run.model, run.tokenizer, list(test_texts), max_length=max_length)["label"].to_numpy()
+        return Trained(pred, run.steps, len(rows))
     return finetuned
 
 def encoder_lora_config(r:int=8, alpha:int=16, dropout:float=0.1,
@@ -156,11 +184,14 @@ def encoder_lora_config(r:int=8, alpha:int=16, dropout:float=0.1,
                       target_modules=list(targets))
 
 # %% ../nbs/04_sparse_data.ipynb #4aad02da
-def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_iterations:int=5,
-                  body_lr:float=2e-5, max_length:int=128)->Callable:
-    "A method: SetFit (contrastive fine-tuning of the sentence encoder, then a logistic-regression head)."
+def setfit_method(encoder:str="minilm", epochs:int=10, max_steps:int=24,
+                  batch_size:int=8, # texts per step: `batch_size // 2` pairs
+                  num_iterations:int=5, body_lr:float=2e-5, max_length:int=128)->Callable:
+    "A method: SetFit (contrastive fine-tuning of the sentence encoder, then a logistic-regression head), on `step_budget` steps."
+    if check_int(batch_size, "batch_size") < 2: raise ValueError(f"batch_size counts texts, 2 per pair: got {batch_size}.")
     def setfit(train, test_texts, labels, seed):
         _check_inputs(train, test_texts)
+        steps = step_budget(len(train), epochs, batch_size, max_steps)
         import datasets, setfit as sf
         from transformers import PrinterCallback, ProgressCallback
         set_seed(seed)
@@ -172,7 +203,7 @@ def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_
             except OSError as e: raise encoder_load_error(encoder, e) from e
             model.model_body.max_seq_length = max_length
             with tempfile.TemporaryDirectory() as out:
-                args = sf.TrainingArguments(output_dir=out, batch_size=batch_size, num_epochs=1, max_steps=max_steps,
+                args = sf.TrainingArguments(output_dir=out, batch_size=batch_size // 2, num_epochs=1, max_steps=steps,
                                             num_iterations=num_iterations, body_learning_rate=body_lr, seed=seed,
                                             show_progress_bar=False, report_to="none", save_strategy="no",
                                             logging_strategy="no",
@@ -181,10 +212,12 @@ def setfit_method(encoder:str="minilm", max_steps:int=24, batch_size:int=8, num_
                 trainer = sf.Trainer(model=model, args=args, train_dataset=data)
                 for quiet in (PrinterCallback, ProgressCallback): trainer.remove_callback(quiet)  # no log lines or bars
                 trainer.train()
+                log = trainer.st_trainer.state  # the sentence-transformers trainer that ran the steps
+                texts = 2 * min(len(trainer.st_trainer.train_dataset), log.global_step * (batch_size // 2))
         finally:
             sf.logging.set_verbosity(level)
             if bars: datasets.enable_progress_bars()
-        return np.asarray(model.predict(list(test_texts)), dtype=object).astype(str)
+        return Trained(np.asarray(model.predict(list(test_texts)), dtype=object).astype(str), log.global_step, texts)
     return setfit
 
 # %% ../nbs/04_sparse_data.ipynb #e2fac695
@@ -287,8 +320,8 @@ def augment_table(df:pd.DataFrame, # training rows; left unchanged
 
 def augmented_method(method:Callable, augment:Callable, n:int=2)->Callable:
     "A method: `method` trained on the k-shot rows plus `n` augmented variants of each."
-    def augmented(train, test_texts, labels, seed):
-        return method(augment_table(train, augment, n, seed)[["text", "label"]], test_texts, labels, seed)
+    def augmented(train, test_texts, labels, seed):  # `augmented` tells a trained method which rows are originals
+        return method(augment_table(train, augment, n, seed)[["text", "label", "augmented"]], test_texts, labels, seed)
     return augmented
 
 def eda_augmenter(synonyms:dict=None, alpha:float=0.1)->Callable:
@@ -303,7 +336,7 @@ def learning_curve(methods:dict, # name -> method(train, test_texts, labels, see
                    ks:tuple=(4, 8, 16, 32, 64), seeds:tuple=(0, 1, 2, 3, 4),
                    labels:list=None, # class names; `None` uses the training pool's
                    text_col:str="text", label_col:str="label", progress:bool=True)->pd.DataFrame:
-    "Train each method on `k` examples per class for every k and seed; test accuracy, macro-F1 and seconds per run."
+    "Train each method on `k` examples per class for every k and seed; test accuracy, macro-F1, seconds and logged steps per run."
     from tqdm.auto import tqdm
     if not methods: raise ValueError("methods is empty; pass a dict of name -> method.")
     if not ks or not seeds: raise ValueError(f"ks and seeds must each hold at least one value, got {ks!r} and {seeds!r}.")
@@ -315,8 +348,12 @@ def learning_curve(methods:dict, # name -> method(train, test_texts, labels, see
     for seed, k, name in tqdm(runs, desc="runs", disable=not progress):
         shot = sample_k_shot(pool, k, seed)
         start = time.perf_counter()
-        pred = np.asarray(methods[name](shot, test_texts, labels, seed)).astype(str)
-        rows.append(dict(method=name, k=k, seed=seed, n_train=len(shot), seconds=time.perf_counter() - start,
+        out = methods[name](shot, test_texts, labels, seed)
+        seconds = time.perf_counter() - start
+        trained = isinstance(out, Trained)  # a frozen method returns its predictions alone
+        pred = np.asarray(out.predictions if trained else out).astype(str)
+        rows.append(dict(method=name, k=k, seed=seed, n_train=len(shot), seconds=seconds,
+                         steps=out.steps if trained else np.nan, texts=out.texts if trained else np.nan,
                          **classification_metrics(truth, pred)))
     return pd.DataFrame(rows)
 
@@ -334,60 +371,83 @@ def curve_table(curve:pd.DataFrame, metric:str="accuracy")->pd.DataFrame:
     s["cell"] = [f"{m:.3f} ± {0 if pd.isna(d) else d:.3f}" for m, d in zip(s["mean"], s["std"])]
     return s.pivot(index="method", columns="k", values="cell").reindex(s.method.unique()).fillna("–")
 
-def margins(curve:pd.DataFrame, baseline:str, metric:str="accuracy")->pd.DataFrame:
-    "Each method's lead over `baseline` per k: against the two stds added (`clear`), and paired by seed."
-    s = curve_summary(curve, metric).set_index(["method", "k"])
-    if baseline not in s.index.get_level_values(0): raise ValueError(f"No method named {baseline!r} in the curve.")
-    base = s.loc[baseline]
-    out = s.drop(index=baseline, level=0).reset_index()
-    out = out[out.k.isin(base.index)].reset_index(drop=True)  # only the k values the baseline ran at
-    out["lead"] = out["mean"] - out.k.map(base["mean"])
-    out["stds_added"] = out["std"] + out.k.map(base["std"])
-    out["clear"] = out["lead"] > out["stds_added"]
-    # paired: the same k-shot sample (seed) under both methods, so the sample's luck cancels out
-    runs = curve.set_index(["k", "seed"])
-    base_runs = runs[runs.method == baseline][metric].rename("base")
-    pairs = runs[runs.method != baseline].join(base_runs, how="inner").reset_index()
-    pairs["diff"] = pairs[metric] - pairs["base"]
-    paired = pairs.groupby(["method", "k"]).agg(paired_std=("diff", "std"), wins=("diff", lambda d: int((d > 0).sum())),
-                                                 runs=("diff", "size")).reset_index()
-    out = out.merge(paired, on=["method", "k"], how="left")
-    out["paired_clear"] = out["lead"] > 2 * out["paired_std"] / np.sqrt(out["runs"])  # two standard errors
-    return out[["method", "k", "mean", "lead", "stds_added", "clear", "paired_std", "wins", "runs", "paired_clear"]]
+def margins(curve:pd.DataFrame, baseline:str, metric:str="accuracy", level:float=0.95)->pd.DataFrame:
+    "Every method against `baseline` at each k, paired by seed: mean lead, t interval, wins, and Holm-adjusted verdicts."
+    require_columns(curve, "method", "k", "seed", metric)
+    if baseline not in set(curve.method): raise ValueError(f"No method named {baseline!r} in the curve.")
+    rows = []
+    for name in [m for m in curve.method.unique() if m != baseline]:
+        for k in sorted(curve.k[curve.method == name].unique()):
+            at_k = curve[curve.k == k].pivot(index="seed", columns="method", values=metric)
+            if baseline not in at_k: continue  # the baseline did not run at this k
+            pair = at_k[[name, baseline]].dropna()  # the same k-shot sample under both methods: its luck cancels
+            c = compare_paired(pair[name], pair[baseline], (name, baseline), level, method="t")
+            rows.append(dict(method=name, k=k, mean=pair[name].mean(), lead=c.diff, low=c.low, high=c.high,
+                             p=c.p_value, wins=c.a_wins, runs=c.n))
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out.p)  # every comparison in the table counts: the more made, the stricter each one
+    out["verdict"] = np.where(out.p_holm >= 1 - level, "tie", np.where(out.lead > 0, "ahead", "behind"))
+    return out
+
+def floor_scores(labels)->dict:
+    "Accuracy and macro-F1 of always answering the commonest class of `labels`: the floor every method must beat."
+    labels = pd.Series(labels).astype(str)
+    if labels.empty: raise ValueError("labels is empty: pass the test rows' labels.")
+    return classification_metrics(labels.to_numpy(), np.full(len(labels), labels.value_counts().index[0]))
 
 # %% ../nbs/04_sparse_data.ipynb #11972e3c
-def plot_learning_curve(curve:pd.DataFrame, metric:str="accuracy", title:str="Learning curve", ax=None):
-    "Mean `metric` against examples per class (log scale), one line per method, shaded ± one std."
+def plot_learning_curve(curve:pd.DataFrame, metric:str="accuracy", title:str="Learning curve", ax=None,
+                        floor:float=None, # the score of always answering the commonest class, drawn as a line
+                       ):
+    "Mean `metric` against examples per class (log scale), one line per method, shaded ± one std, with the floor."
     import matplotlib.pyplot as plt
     s = curve_summary(curve, metric)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
     for name, g in s.groupby("method", sort=False):
         ax.plot(g.k, g["mean"], "o-", label=name)
         ax.fill_between(g.k, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.08)
+    if floor is not None: ax.axhline(floor, color="grey", ls=":", label="always the commonest class")
     ax.set_xscale("log", base=2); ax.set_xticks(sorted(s.k.unique()), [str(k) for k in sorted(s.k.unique())])
     ax.set_xlabel("labelled examples per class (k)"); ax.set_ylabel(f"test {metric.replace('_', '-')}")
     ax.set_title(title); ax.legend(fontsize=8); fig.tight_layout()
     return fig
 
 # %% ../nbs/04_sparse_data.ipynb #bb751f11
-FULL_LR, LORA_LR = 2e-4, 3e-3  # for the short budget; picked on validation rows
+FULL_LR, LORA_LR = 2e-4, 3e-3  # for the short budget; the sweep below checks them on validation rows
 
 def _budget(plan:SparsePlan)->dict:
     return dict(epochs=plan.epochs, max_steps=plan.max_steps, batch_size=plan.batch_size, max_length=plan.max_length)
 
-def sparse_methods(plan:SparsePlan, embed:EmbeddingCache, synonyms:dict=None,
+def sparse_methods(plan:SparsePlan, embed:EmbeddingCache,
                    start:str=None, # the model the fine-tuned methods start from; `None` is `plan.encoder`
                   )->dict:
-    "This chapter's six methods, sized by `plan`: name -> method."
+    "This chapter's five methods, sized by `plan`: name -> method."
     start = start or plan.encoder
-    full = finetune_method(start, lr=FULL_LR, **_budget(plan))
-    return {"full fine-tuning": full,
+    return {"full fine-tuning": finetune_method(start, lr=FULL_LR, **_budget(plan)),
             "LoRA": finetune_method(start, lr=LORA_LR, peft_config=encoder_lora_config(), **_budget(plan)),
-            "SetFit": setfit_method(plan.encoder, max_steps=max(1, plan.max_steps // 2), batch_size=plan.batch_size,
-                                    max_length=plan.max_length),
+            "SetFit": setfit_method(plan.encoder, **_budget(plan)),
             "frozen probe": probe_method(embed),
-            "prototypes": prototype_method(embed),
-            "fine-tuning + EDA": augmented_method(full, eda_augmenter(synonyms), n=plan.n_aug)}
+            "prototypes": prototype_method(embed)}
+
+# %% ../nbs/04_sparse_data.ipynb #meanpooled
+class MeanPooled(torch.nn.Module):
+    "A classifier's encoder with a new linear head on the mean of its token states, as a sentence encoder is read."
+    def __init__(self, classifier):
+        super().__init__()
+        self.config = classifier.config  # labels and sizes: `predict` reads them
+        self.encoder = classifier.base_model
+        self.dropout = torch.nn.Dropout(self.config.hidden_dropout_prob)
+        self.head = torch.nn.Linear(self.config.hidden_size, self.config.num_labels)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **kwargs):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        logits = self.head(self.dropout((states * mask).sum(1) / mask.sum(1)))  # padded positions do not count
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
 
 # %% ../nbs/04_sparse_data.ipynb #7c733244
 PARAPHRASE_REQUEST = ("Rewrite the following tweet in different words. Keep its meaning and its tone. "

@@ -19,14 +19,35 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from sklearn.pipeline import make_pipeline
 
 from .core import (Profile, check_int, check_label_names, check_max_length, check_model_labels, check_number,
-                                check_texts, get_device, get_profile, load_classifier, model_config, precision_args, set_seed)
-from .data import (TWEET_LABELS, compare_paired, load_splits, load_tweets, sample_rows, split_data,
-                                tokenize_table, validate_rows, validate_table)
+                                check_texts, get_device, get_profile, load_classifier, model_config, plan_for, precision_args,
+                                set_seed)
+from .data import (TWEET_LABELS, PairedComparison, compare_paired, load_splits, load_tweets, majority_share,
+                                sample_rows, split_data, tokenize_table, validate_rows, validate_table)
 
 # %% auto #0
-__all__ = ['QUICK_FINETUNE', 'encode_data', 'seed_recipe_train', 'classification_metrics', 'FineTuneResult', 'fine_tune',
-           'predict_proba', 'predict', 'evaluate_classifier', 'tfidf_baseline', 'compare_recipes', 'plot_history',
-           'plot_confusion', 'fine_tune_seeds', 'FinetunePlan', 'TourRun', 'tour_finetune']
+__all__ = ['CURVE_PLANS', 'RECIPE_STEPS', 'QUICK_FINETUNE', 'CurvePlan', 'curve_plan', 'encode_data', 'seed_recipe_train',
+           'classification_metrics', 'FineTuneResult', 'fine_tune', 'predict_proba', 'predict', 'evaluate_classifier',
+           'tfidf_baseline', 'compare_macro_f1', 'attribute_speedup', 'compare_recipes', 'plot_history',
+           'plot_confusion', 'size_curve', 'plot_size_curve', 'FinetunePlan', 'TourRun', 'tour_finetune']
+
+# %% ../nbs/02_finetune.ipynb #curve-plan
+@dataclass(frozen=True)
+class CurvePlan:
+    "The training-size curve of this chapter for one run profile; its other sizes are the profile's own fields."
+    sizes: tuple   # training rows at each point of the curve, smallest first
+    seeds: tuple   # fine-tuning seeds at each size (the rows stay the same; the head, dropout and order change)
+    epochs: int    # epochs of every run on the curve
+
+CURVE_PLANS = {
+    "test": CurvePlan(sizes=(48, 96), seeds=(0,), epochs=2),
+    "cpu": CurvePlan(sizes=(250, 1000, 3000), seeds=(0, 1), epochs=2),
+    "gpu": CurvePlan(sizes=(1000, 3000, 10000), seeds=(0, 1, 2), epochs=2),
+}
+
+def curve_plan(profile:Profile|str=None)->CurvePlan:
+    "The training-size curve's sizes for `profile` (a `Profile`, its name, or `None` to detect it)."
+    return plan_for(CURVE_PLANS, profile)
+
 
 # %% ../nbs/02_finetune.ipynb #2ae29ae6
 def encode_data(data, # (text, label_id) pairs, as in the seed article
@@ -44,30 +65,45 @@ def encode_data(data, # (text, label_id) pairs, as in the seed article
 # %% ../nbs/02_finetune.ipynb #a78baa58
 def seed_recipe_train(model, tokenizer, train_df:pd.DataFrame, labels:list,
                       epochs:int=1, batch_size:int=16, lr:float=5e-5, weight_decay:float=0.01,
-                      max_length:int=128, seed:int=0, text_col:str="text", label_col:str="label")->dict:
-    "Train `model` in place with the seed article's recipe: fixed-length padding, shuffled batches, a plain AdamW loop."
-    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+                      max_length:int=128, seed:int=0,
+                      padding:str="max_length", # the seed's `max_length`, or `longest`: each batch padded to its longest text
+                      group_by_length:bool=False, # batch texts of similar length (the Trainer's `LengthGroupedSampler`)
+                      text_col:str="text", label_col:str="label")->dict:
+    "Train `model` in place with the seed article's plain AdamW loop; `padding` and `group_by_length` add one change at a time."
+    from torch.utils.data import BatchSampler, RandomSampler
+    from transformers import DataCollatorWithPadding
+    from transformers.trainer_pt_utils import LengthGroupedSampler
     labels = check_label_names(labels)
     validate_table(train_df, text_col, label_col, labels=labels)
     epochs, batch_size, seed = check_int(epochs, "epochs"), check_int(batch_size, "batch_size"), check_int(seed, "seed", minimum=0)
     check_number(lr, "lr", above=0); max_length = check_max_length(max_length, model.config)
+    if padding not in ("max_length", "longest"): raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}.")
     label2id = {l: i for i, l in enumerate(labels)}
     pairs = list(zip(train_df[text_col], train_df[label_col].map(label2id)))
-    ids, masks, y = encode_data(pairs, tokenizer, max_length)
-    ds = TensorDataset(torch.tensor(ids), torch.tensor(masks), torch.tensor(y))
-    loader = DataLoader(ds, sampler=RandomSampler(ds, generator=torch.Generator().manual_seed(seed)), batch_size=batch_size)
+    if padding == "max_length": ids, masks, y = encode_data(pairs, tokenizer, max_length)  # the seed's encoding
+    else:
+        enc = tokenizer([t for t, _ in pairs], truncation=True, max_length=max_length)  # unpadded: the collator pads
+        ids, masks, y = enc["input_ids"], enc["attention_mask"], [l for _, l in pairs]
+    features = [dict(input_ids=i, attention_mask=m, labels=l) for i, m, l in zip(ids, masks, y)]
+    generator = torch.Generator().manual_seed(seed)
+    sampler = (LengthGroupedSampler(batch_size, lengths=[sum(m) for m in masks], generator=generator) if group_by_length
+               else RandomSampler(features, generator=generator))
+    collate = DataCollatorWithPadding(tokenizer)  # pads to the batch's longest: a no-op on texts already padded to max_length
     device = get_device(); model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)  # was transformers.AdamW
-    model.train(); losses = []; start = time.perf_counter()
+    model.train(); losses, positions, real = [], 0, 0; start = time.perf_counter()
     for epoch in range(epochs):
-        for input_ids, attention_mask, label in loader:
-            input_ids, attention_mask, label = input_ids.to(device), attention_mask.to(device), label.to(device)
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=label).loss
+        for idx in BatchSampler(sampler, batch_size, drop_last=False):
+            batch = collate([features[i] for i in idx]).to(device)
+            positions += batch["input_ids"].numel(); real += int(batch["attention_mask"].sum())
+            loss = model(**batch).loss
             loss.backward(); optimizer.step(); optimizer.zero_grad()
             losses.append(loss.item())  # .item() waits for the device, so the timing below is honest on a GPU
     seconds = time.perf_counter() - start
     model.eval()
-    return dict(seconds=seconds, samples_per_second=len(ds) * epochs / seconds, losses=losses)
+    return dict(seconds=seconds, samples_per_second=len(features) * epochs / seconds, losses=losses,
+                positions=positions, padding_share=1 - real / positions)
+
 
 # %% ../nbs/02_finetune.ipynb #c3d9be39
 def classification_metrics(y_true, y_pred)->dict:
@@ -91,6 +127,7 @@ class FineTuneResult:
     history: pd.DataFrame   # one row per logged step or evaluation
     seconds: float          # wall time of training (evaluations during training included)
     samples_per_second: float
+    steps: int = 0          # optimizer steps taken (the Trainer's `global_step`)
 
 # %% ../nbs/02_finetune.ipynb #0eb3a337
 def _history(log_history:list)->pd.DataFrame:
@@ -100,16 +137,17 @@ def _history(log_history:list)->pd.DataFrame:
     return pd.DataFrame(rows)
 
 def _training_args(out_dir, epochs, batch_size, lr, weight_decay, seed, evaluate, progress, steps_per_epoch, **kw):
+    "The book recipe's `TrainingArguments`; any of them can be overridden through `kw` (e.g. `train_sampling_strategy`)."
     from transformers import TrainingArguments
     strategy = "epoch" if evaluate else "no"
     if not {"bf16", "fp16"} & set(kw): kw = {**precision_args(), **kw}  # the device's precision, unless the caller chose
-    return TrainingArguments(
-        output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=64, learning_rate=lr, weight_decay=weight_decay, seed=seed, data_seed=seed,
-        train_sampling_strategy="group_by_length", eval_strategy=strategy, save_strategy=strategy,
-        load_best_model_at_end=evaluate, metric_for_best_model="macro_f1", greater_is_better=True, save_total_limit=2,
-        logging_strategy="steps", logging_steps=max(1, steps_per_epoch // 5), report_to="none",
-        disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(), **kw)
+    recipe = dict(per_device_eval_batch_size=64, train_sampling_strategy="group_by_length", eval_strategy=strategy,
+                  save_strategy=strategy, load_best_model_at_end=evaluate, metric_for_best_model="loss",
+                  greater_is_better=False, save_total_limit=2, logging_strategy="steps",
+                  logging_steps=max(1, steps_per_epoch // 5), report_to="none", disable_tqdm=not progress,
+                  use_cpu=not torch.cuda.is_available())
+    return TrainingArguments(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                             learning_rate=lr, weight_decay=weight_decay, seed=seed, data_seed=seed, **{**recipe, **kw})
 
 # %% ../nbs/02_finetune.ipynb #ea94144e
 def fine_tune(model_name:str, # short name, folder or hub id of the pretrained encoder
@@ -119,11 +157,13 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
               epochs:int=3, batch_size:int=16, lr:float=3e-5, weight_decay:float=0.01,
               warmup:float=0.1, # share of the training steps over which the learning rate rises from 0
               max_length:int=128, seed:int=0,
-              patience:int=1, # epochs without a better validation macro-F1 before stopping
+              patience:int=1, # evaluations without a lower validation loss before stopping
               progress:bool=True, # show the Trainer's progress bar
               text_col:str="text", label_col:str="label",
               peft_config=None, # a peft config (e.g. `LoraConfig`) to train adapters instead of every weight
-              **training_args)->FineTuneResult:
+              wrap_model=None, # a function `model -> model` applied to the loaded classifier (e.g. another pooling)
+              **training_args, # more `TrainingArguments`, or overrides of the recipe's (e.g. `train_sampling_strategy`)
+             )->FineTuneResult:
     "Fine-tune `model_name` for classification with the book's recipe: dynamic padding, length grouping, `Trainer`, early stopping."
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
     labels = check_label_names(labels)  # everything is checked before the model is loaded
@@ -137,6 +177,7 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
     max_length = check_max_length(max_length, model_config(model_name))
     set_seed(seed)  # the new classification head is initialised from this seed
     model, tok = load_classifier(model_name, labels=labels)
+    if wrap_model is not None: model = wrap_model(model)
     if peft_config is not None:
         from peft import get_peft_model
         model = get_peft_model(model, peft_config)  # freezes the encoder; adds the adapters
@@ -153,7 +194,7 @@ def fine_tune(model_name:str, # short name, folder or hub id of the pretrained e
         out = trainer.train()
     model.eval()
     return FineTuneResult(model, tok, labels, _history(trainer.state.log_history),
-                          out.metrics["train_runtime"], out.metrics["train_samples_per_second"])
+                          out.metrics["train_runtime"], out.metrics["train_samples_per_second"], out.global_step)
 
 # %% ../nbs/02_finetune.ipynb #e6bb739b
 def predict_proba(model, tokenizer, texts:list, batch_size:int=64, max_length:int=128)->np.ndarray:
@@ -208,27 +249,97 @@ def tfidf_baseline(train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list=None
     pipe.fit(train_df[text_col], train_df[label_col])
     return dict(**_scores(test_df[label_col].to_numpy(), pipe.predict(test_df[text_col]), list(labels)), pipeline=pipe)
 
+# %% ../nbs/02_finetune.ipynb #cmp-f1
+def _macro_f1_counts(confusions:np.ndarray)->np.ndarray:
+    "Macro-F1 of each confusion matrix in a stack `(..., k, k)` (rows true, columns predicted); an absent class scores 0."
+    tp = np.diagonal(confusions, axis1=-2, axis2=-1)
+    denominator = confusions.sum(-1) + confusions.sum(-2)  # 2 TP + FP + FN
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0).mean(-1)
+
+def compare_macro_f1(y_true, # true labels of the test rows
+                     pred_a, pred_b, # two methods' predictions for the same rows, in the same order
+                     names:tuple=("A", "B"), level:float=0.95, n_boot:int=2000, seed:int=0)->PairedComparison:
+    "Macro-F1 of A minus B with a paired bootstrap interval over the test rows (both resampled together)."
+    y, a, b = (np.asarray(v, dtype=object).ravel() for v in (y_true, pred_a, pred_b))
+    if not len(y) == len(a) == len(b) or len(y) < 2:
+        raise ValueError(f"y_true, pred_a and pred_b must be paired, with 2 or more rows: got {len(y)}, {len(a)}, {len(b)}.")
+    level = check_number(level, "level", above=0, below=1)
+    n_boot, seed = check_int(n_boot, "n_boot", minimum=100), check_int(seed, "seed", minimum=0)
+    classes = sorted(set(y) | set(a) | set(b), key=str)
+    code = {c: i for i, c in enumerate(classes)}
+    k = len(classes)
+    yi, ai, bi = (np.array([code[v] for v in x]) for x in (y, a, b))
+    def f1(pred, rows):  # a confusion matrix per resample, counted with one bincount
+        cells = (yi[rows] * k + pred[rows]) + k * k * np.arange(rows.shape[0])[:, None]
+        return _macro_f1_counts(np.bincount(cells.ravel(), minlength=rows.shape[0] * k * k).reshape(-1, k, k))
+    everything = np.arange(len(y))[None, :]
+    diff = float(f1(ai, everything)[0] - f1(bi, everything)[0])
+    rows = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
+    boots = f1(ai, rows) - f1(bi, rows)
+    low, high = (float(q) for q in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
+    p = min(1.0, 2 * (min((boots <= 0).sum(), (boots >= 0).sum()) + 1) / (n_boot + 1))
+    a_right, b_right = ai == yi, bi == yi  # rows where one method is right and the other wrong
+    verdict = f"{names[0]} ahead" if low > 0 else f"{names[1]} ahead" if high < 0 else "tie"
+    return PairedComparison(names[0], names[1], len(y), diff, low, high, level, "bootstrap", p,
+                            int((a_right & ~b_right).sum()), int((b_right & ~a_right).sum()),
+                            int((a_right == b_right).sum()), verdict)
+
 # %% ../nbs/02_finetune.ipynb #f1866c4e
-def compare_recipes(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list,
-                    epochs:int=1, batch_size:int=16, lr:float=5e-5, max_length:int=128, seed:int=0,
-                    progress:bool=False)->dict:
-    "Train with the seed recipe and the book recipe on the same rows and seed; samples/s, accuracy and the speedup."
-    labels = check_label_names(labels)  # everything is checked before the model is loaded
-    validate_table(train_df, labels=labels); validate_rows(test_df, labels=labels)
+RECIPE_STEPS = {  # the seed's loop, one change at a time, then the Trainer with the same batching
+    "seed recipe: pad to max_length": dict(padding="max_length"),
+    "+ dynamic padding": dict(padding="longest"),
+    "+ length grouping": dict(padding="longest", group_by_length=True),
+    "Trainer (book recipe)": None,
+}
+
+def attribute_speedup(model_name:str, train_df:pd.DataFrame, labels:list,
+                      test_df:pd.DataFrame=None, # score each recipe on these rows too; `None` times only
+                      steps:tuple=tuple(RECIPE_STEPS), # which of `RECIPE_STEPS` to run, in this order
+                      epochs:int=1, batch_size:int=16, lr:float=5e-5, max_length:int=128, seed:int=0)->tuple:
+    "`(table, predictions)`: samples/s, padding and speedup of each recipe step on the same rows, weights and seed."
+    labels = check_label_names(labels)  # everything is checked before a model is loaded
+    validate_table(train_df, labels=labels)
+    if test_df is not None: validate_rows(test_df, labels=labels)
+    unknown = [s for s in steps if s not in RECIPE_STEPS]
+    if unknown or not steps: raise ValueError(f"steps must name recipes of RECIPE_STEPS {list(RECIPE_STEPS)}; got {unknown or steps}.")
     epochs, batch_size = check_int(epochs, "epochs"), check_int(batch_size, "batch_size")
     check_number(lr, "lr", above=0); max_length = check_max_length(max_length, model_config(model_name))
-    set_seed(seed)
-    model, tok = load_classifier(model_name, labels=labels)
-    seed_run = seed_recipe_train(model, tok, train_df, labels, epochs, batch_size, lr, max_length=max_length, seed=seed)
-    seed_eval = evaluate_classifier(model, tok, test_df, labels, max_length=max_length)
-    book = fine_tune(model_name, train_df, labels, epochs=epochs, batch_size=batch_size, lr=lr, warmup=0,
-                     max_length=max_length, seed=seed, progress=progress, lr_scheduler_type="constant")
-    book_eval = evaluate_classifier(book.model, book.tokenizer, test_df, labels, max_length=max_length)
+    rows, predictions = [], {}
+    for name in steps:
+        if RECIPE_STEPS[name] is None:  # the Trainer: constant learning rate and no warm-up, like the hand loop
+            run = fine_tune(model_name, train_df, labels, epochs=epochs, batch_size=batch_size, lr=lr, warmup=0,
+                            max_length=max_length, seed=seed, progress=False, lr_scheduler_type="constant")
+            model, tok, sps, share = run.model, run.tokenizer, run.samples_per_second, np.nan
+        else:
+            set_seed(seed)  # the same seeded head as the Trainer's
+            model, tok = load_classifier(model_name, labels=labels)
+            out = seed_recipe_train(model, tok, train_df, labels, epochs, batch_size, lr, max_length=max_length,
+                                    seed=seed, **RECIPE_STEPS[name])
+            sps, share = out["samples_per_second"], out["padding_share"]
+        row = dict(recipe=name, samples_per_second=sps, padding_share=share)
+        if test_df is not None:
+            s = evaluate_classifier(model, tok, test_df, labels, max_length=max_length)
+            row.update(accuracy=s["accuracy"], macro_f1=s["macro_f1"]); predictions[name] = s["predictions"]
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("recipe")
+    table.insert(1, "speedup", table.samples_per_second / table.samples_per_second.iloc[0])
+    table.insert(3, "predicted_speedup", (1 - table.padding_share) / (1 - table.padding_share.iloc[0]))
+    return table, predictions
+
+
+# %% ../nbs/02_finetune.ipynb #cmp-recipes
+def compare_recipes(model_name:str, train_df:pd.DataFrame, test_df:pd.DataFrame, labels:list,
+                    epochs:int=1, batch_size:int=16, lr:float=5e-5, max_length:int=128, seed:int=0)->dict:
+    "The seed recipe against the book's (`attribute_speedup`'s first and last steps): samples/s, accuracy, the speedup."
+    steps = tuple(RECIPE_STEPS)
+    table, _ = attribute_speedup(model_name, train_df, labels, test_df, (steps[0], steps[-1]), epochs, batch_size, lr,
+                                 max_length, seed)
+    seed_row, book = table.iloc[0], table.iloc[-1]
     return dict(rows=len(train_df), epochs=epochs,
-                seed_samples_per_second=seed_run["samples_per_second"], book_samples_per_second=book.samples_per_second,
-                seed_accuracy=seed_eval["accuracy"], book_accuracy=book_eval["accuracy"],
-                seed_macro_f1=seed_eval["macro_f1"], book_macro_f1=book_eval["macro_f1"],
-                speedup=book.samples_per_second / seed_run["samples_per_second"])
+                seed_samples_per_second=float(seed_row.samples_per_second), book_samples_per_second=float(book.samples_per_second),
+                seed_accuracy=float(seed_row.accuracy), book_accuracy=float(book.accuracy),
+                seed_macro_f1=float(seed_row.macro_f1), book_macro_f1=float(book.macro_f1), speedup=float(book.speedup))
+
 
 # %% ../nbs/02_finetune.ipynb #d2c5477d
 def plot_history(history:pd.DataFrame, title:str="Fine-tuning"):
@@ -261,18 +372,56 @@ def plot_confusion(confusion:pd.DataFrame, title:str="Confusion matrix"):
     return fig
 
 # %% ../nbs/02_finetune.ipynb #723c9bbd
-def fine_tune_seeds(model_name:str, data:dict, labels:list, seeds:tuple=(0, 1, 2), first:FineTuneResult=None,
-                    **kwargs)->pd.DataFrame:
-    "Test scores of `fine_tune` repeated over `seeds` (pass `first` to reuse a finished run for `seeds[0]`)."
-    rows = []
-    for i, seed in enumerate(seeds):
-        run = first if (i == 0 and first is not None) else fine_tune(
-            model_name, data["train"], labels, data["validation"], seed=seed, progress=False, **kwargs)
-        s = evaluate_classifier(run.model, run.tokenizer, data["test"], labels)
-        best = run.history.dropna(subset=["eval_macro_f1"]) if "eval_macro_f1" in run.history else run.history.iloc[:0]
-        rows.append(dict(seed=seed, accuracy=s["accuracy"], macro_f1=s["macro_f1"], seconds=run.seconds,
-                         best_epoch=float(best.loc[best.eval_macro_f1.idxmax(), "epoch"]) if len(best) else np.nan))
+def size_curve(model_name:str, data:dict, # `load_splits` output: its `train` and `test` rows are used
+               labels:list, sizes:tuple, seeds:tuple=(0,), epochs:int=2, batch_size:int=16, lr:float=3e-5,
+               max_length:int=128, progress:bool=False)->pd.DataFrame:
+    "Fine-tuned and TF-IDF test scores at each training size (a stratified sample) and seed, with the paired macro-F1 difference."
+    from tqdm.auto import tqdm
+    labels = check_label_names(labels)
+    for part in ("train", "test"): validate_rows(data[part], labels=labels)
+    sizes = [check_int(n, "size", minimum=2 * len(labels)) for n in sizes]
+    if not sizes or sorted(set(sizes)) != sizes or sizes[-1] > len(data["train"]):
+        raise ValueError(f"sizes must increase and stay within the {len(data['train'])} training rows, got {sizes}.")
+    seeds = [check_int(s, "seed", minimum=0) for s in seeds]
+    test, rows = data["test"], []
+    truth = test.label.to_numpy()
+    for n, seed in tqdm([(n, s) for n in sizes for s in seeds], disable=not progress, leave=False):
+        train = sample_rows(data["train"], n, seed=0)  # the same rows for every seed: only the training run varies
+        base = tfidf_baseline(train, test, labels)
+        run = fine_tune(model_name, train, labels, epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
+                        seed=seed, progress=False)
+        s = evaluate_classifier(run.model, run.tokenizer, test, labels, max_length=max_length)
+        cmp = compare_macro_f1(truth, s["predictions"], base["predictions"], ("fine-tuned", "TF-IDF"))
+        rows.append(dict(n_train=n, seed=seed, accuracy=s["accuracy"], macro_f1=s["macro_f1"],
+                         tfidf_accuracy=base["accuracy"], tfidf_macro_f1=base["macro_f1"], diff=cmp.diff, low=cmp.low,
+                         high=cmp.high, verdict=cmp.verdict, seconds=run.seconds))
     return pd.DataFrame(rows)
+
+
+# %% ../nbs/02_finetune.ipynb #8bfadc62
+def plot_size_curve(curve:pd.DataFrame, # `size_curve` output
+                    test_labels, # the test rows' labels: the majority-class floor is drawn from them
+                    extra:dict=None, # more fine-tuned points to mark, `{name: (n_train, accuracy, macro_f1)}`
+                   ):
+    "Accuracy and macro-F1 against training rows (log scale): fine-tuned per seed and mean, TF-IDF, and the floor."
+    import matplotlib.pyplot as plt
+    floor = majority_share(test_labels)
+    top = pd.Series(test_labels).value_counts().index[0]  # always answering the commonest class
+    floor_f1 = f1_score(test_labels, [top] * len(test_labels), average="macro", zero_division=0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, base in zip(axes, ("accuracy", "macro_f1"), (floor, floor_f1)):
+        mean = curve.groupby("n_train")[[metric, f"tfidf_{metric}"]].mean()
+        ax.scatter(curve.n_train, curve[metric], color="tab:blue", alpha=0.5, s=18, label="fine-tuned, each seed")
+        ax.plot(mean.index, mean[metric], "o-", color="tab:blue", label="fine-tuned, mean over seeds")
+        ax.plot(mean.index, mean[f"tfidf_{metric}"], "s--", color="tab:orange", label="TF-IDF + logistic regression")
+        for name, (n, acc, f1) in (extra or {}).items():
+            ax.plot([n], [acc if metric == "accuracy" else f1], "*", ms=14, color="tab:green", label=name)
+        ax.axhline(base, color="grey", ls=":", label="always the commonest class")
+        ax.set_xscale("log"); ax.set_xlabel("training rows"); ax.set_ylabel(metric.replace("_", "-"))
+        ax.set_ylim(0, 1); ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8); fig.tight_layout()
+    return fig
+
 
 # %% ../nbs/02_finetune.ipynb #ftplan
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ def test_duplicates_and_conflicts_on_a_known_table():
 
 def test_junk_rows():
     df = pd.DataFrame({"text": ["@united http://t.co/x #fail", "the crew was lovely today", "ÂÃÄÅÆÇ ÈÉ ÊË ok ÌÍ"]})
-    assert find_junk(df).row.tolist() == [0, 2]
+    assert find_junk(df).row.tolist() == [0]  # by default only a row with no word is junk
+    assert find_junk(df, max_nonlatin=0.3).row.tolist() == [0, 2]  # the encoding rule, when asked for
 
 
 def test_inject_label_noise_leaves_input_and_flips_exactly(bbc):
@@ -86,7 +87,8 @@ def test_audit_and_clean_keep_everything_accounted_for(bbc, bbc_features):
     assert {n, n + 1, n + 2} <= dup_rows and not {0, 1, 2} & dup_rows  # the later copies are flagged, the first kept
     y = pd.Series(df.label.to_numpy()).map({c: i for i, c in enumerate(report.classes)}).to_numpy()
     np.testing.assert_allclose(report.label_quality, report.pred_probs[np.arange(len(df)), y], atol=1e-6)  # row order
-    kept, removed = clean(df, report)
+    kept, removed, relabelled = clean(df, report)
+    assert relabelled.empty  # no decisions, no relabelling
     flagged = report.flagged[report.flagged.issue.isin(["label_issue", "label_conflict", "duplicate"])]
     assert len(removed) == flagged.row.nunique() and len(kept) == len(df) - len(removed)
     assert set(removed.issue.str.split(", ").explode()) <= {"label_issue", "label_conflict", "duplicate"}

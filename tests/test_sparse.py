@@ -113,12 +113,14 @@ def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits, monkey
 
 
 def test_margins_pairs_runs_by_seed():
+    from scipy import stats
     curve = pd.DataFrame({"method": ["full"] * 3 + ["b"] * 3, "k": 4, "seed": [0, 1, 2, 2, 0, 1],
                           "accuracy": [0.50, 0.60, 0.70, 0.73, 0.53, 0.64]})  # b's rows in another seed order
     m = margins(curve, "full").iloc[0]
     assert m["lead"] == pytest.approx(0.1 / 3) and m["wins"] == 3 and m["runs"] == 3
-    assert m["paired_std"] == pytest.approx(np.std([0.03, 0.04, 0.03], ddof=1))
-    assert not m["clear"] and m["paired_clear"]  # the seed-to-seed spread hides a lead that pairing shows
+    se = np.std([0.03, 0.04, 0.03], ddof=1) / np.sqrt(3)
+    assert m["high"] - m["lead"] == pytest.approx(stats.t.ppf(0.975, 2) * se)  # t with n - 1 df, not 2 SE
+    assert m["verdict"] == "ahead"  # paired by seed: the seed-to-seed spread (0.1) hides a lead that pairing shows
 
 
 def test_margins_needs_the_baseline():

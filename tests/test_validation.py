@@ -198,6 +198,8 @@ TABLE_CASES = cases(
     ("train.fine_tune", lambda df: train.fine_tune("minilm", df, LABELS, epochs=1), TABLE_NAMES),
     ("train.tfidf_baseline", lambda df: train.tfidf_baseline(df, BASE), TABLE_NAMES),
     ("train.compare_recipes", lambda df: train.compare_recipes("minilm", df, BASE, LABELS), TABLE_NAMES),
+    ("train.attribute_speedup", lambda df: train.attribute_speedup("minilm", df, LABELS), TABLE_NAMES),
+    ("train.size_curve", lambda df: train.size_curve("minilm", {"train": df, "test": BASE}, LABELS, (6,)), TABLE_NAMES),
     ("data_quality.audit", lambda df: data_quality.audit(df, n_splits=2), TABLE_NAMES),
     ("data_quality.out_of_fold_probs_finetuned", lambda df: data_quality.out_of_fold_probs_finetuned(df, LABELS, n_splits=2), TABLE_NAMES),
     ("llm.make_instructions", lambda df: llm.make_instructions(df, labels=LABELS), TABLE_NAMES),
@@ -471,12 +473,13 @@ EXEMPT = {
     **_exempt("checked in its own chapter's hidden cells and unit tests with the errors named (not re-run here)",
               "core.detect_profile_name", "core.plan_for", "core.set_seed", "core.get_device", "core.machine_line",
               "core.training_precision", "core.precision_args", "core.chat_messages", "data.tweet_topic",
-              "train.encode_data", "train.fine_tune_seeds", "data_quality.normalize_text",
+              "train.encode_data", "train.curve_plan", "train.plot_size_curve", "data_quality.normalize_text",
               "data_quality.precision_recall", "data_quality.find_datalab_issues", "data_quality.clean",
-              "data_quality.noisy_vs_cleaned", "sparse.finetune_method", "sparse.encoder_lora_config",
+              "data_quality.noisy_vs_cleaned", "data_quality.compare_detectors", "sparse.finetune_method", "sparse.encoder_lora_config",
               "sparse.setfit_method", "sparse.synonym_replace", "sparse.random_insert", "sparse.random_swap",
               "sparse.random_delete", "sparse.eda", "sparse.augment_table", "sparse.learning_curve",
-              "sparse.curve_summary", "sparse.curve_table", "sparse.margins", "sparse.judge_paraphrases",
+              "sparse.curve_summary", "sparse.curve_table", "sparse.margins", "sparse.judge_paraphrases", "sparse.pack_rows",
+              "sparse.floor_scores",
               "explain.encode_text", "explain.attention_maps", "explain.erasure_curves", "explain.aopc",
               "explain.faithfulness", "explain.method_agreement", "explain.cascading_randomization",
               "explain.concept_vector", "explain.tcav", "explain.tcav_by_layer", "fairness.counterfactual_pairs",
@@ -485,6 +488,31 @@ EXEMPT = {
               "llm.evaluate_instructions", "llm.pick_shots", "llm.loss_mask", "llm.decoder_lora_config",
               "llm.sft_trainer", "llm.forgetting_report", "llm.corrupt_responses"),
 }
+
+
+def test_recipe_steps_sizes_and_pairs_are_refused_before_any_model_loads():
+    with no_expensive_work():
+        with pytest.raises(ValueError, match="RECIPE_STEPS"): train.attribute_speedup("minilm", BASE, LABELS, steps=("+ padding",))
+        with pytest.raises(ValueError, match="padding"): train.seed_recipe_train(None, None, BASE, LABELS, padding="dynamic")
+        with pytest.raises(ValueError, match="increase"):
+            train.size_curve("minilm", {"train": BASE, "test": BASE}, LABELS, (8, 6))
+        with pytest.raises(ValueError, match="training rows"):
+            train.size_curve("minilm", {"train": BASE, "test": BASE}, LABELS, (6, len(BASE) + 1))
+    with pytest.raises(ValueError, match="paired"): train.compare_macro_f1(["a", "b", "a"], ["a", "b"], ["a", "b", "b"])
+COVERED.update({"train.attribute_speedup", "train.size_curve", "train.compare_macro_f1"})
+
+
+def test_cleaning_experiment_inputs_are_refused_before_any_embedding():
+    with no_expensive_work():
+        with pytest.raises(ValueError, match="one value per row"):
+            data_quality.cleaning_conditions(BASE, BASE.label[:-1], np.zeros(len(BASE), bool), [])
+        with pytest.raises(ValueError, match="positions"):
+            data_quality.cleaning_conditions(BASE, BASE.label, np.zeros(len(BASE), bool), [len(BASE)])
+        with pytest.raises(ValueError, match="reset"):
+            data_quality.cleaning_experiment(pd.concat([BASE, BASE]), np.eye(12), BASE, np.eye(6)[:, :12], LABELS)
+        with pytest.raises(ValueError, match="one row per example"):
+            data_quality.probe_scores(np.eye(5), BASE.label, np.eye(6), BASE.label)
+COVERED.update({"data_quality.cleaning_conditions", "data_quality.cleaning_experiment", "data_quality.probe_scores"})
 
 
 def test_every_public_function_is_checked_or_exempt():
