@@ -194,6 +194,7 @@ def setfit_method(encoder:str="minilm", epochs:int=10, max_steps:int=24,
         steps = step_budget(len(train), epochs, batch_size, max_steps)
         import datasets, setfit as sf
         from transformers import PrinterCallback, ProgressCallback
+        from setfit.notebook import SetFitNotebookProgressCallback
         set_seed(seed)
         level, bars = sf.logging.get_verbosity(), datasets.is_progress_bar_enabled()
         sf.logging.set_verbosity_error(); datasets.disable_progress_bars()  # "no head found" notice and Map bars
@@ -210,7 +211,8 @@ def setfit_method(encoder:str="minilm", epochs:int=10, max_steps:int=24,
                                             use_amp=training_precision() != "fp32")  # setfit's one 16-bit mode: fp16, scaled
                 data = datasets.Dataset.from_dict({"text": list(train.text), "label": list(train.label)})
                 trainer = sf.Trainer(model=model, args=args, train_dataset=data)
-                for quiet in (PrinterCallback, ProgressCallback): trainer.remove_callback(quiet)  # no log lines or bars
+                for quiet in (PrinterCallback, ProgressCallback, SetFitNotebookProgressCallback):
+                    trainer.remove_callback(quiet)  # no log lines, bars or (in Jupyter) loss tables
                 trainer.train()
                 log = trainer.st_trainer.state  # the sentence-transformers trainer that ran the steps
                 texts = 2 * min(len(trainer.st_trainer.train_dataset), log.global_step * (batch_size // 2))

@@ -76,8 +76,9 @@ def seed_recipe_train(model, tokenizer, train_df:pd.DataFrame, labels:list,
     labels = check_label_names(labels)
     validate_table(train_df, text_col, label_col, labels=labels)
     epochs, batch_size, seed = check_int(epochs, "epochs"), check_int(batch_size, "batch_size"), check_int(seed, "seed", minimum=0)
-    check_number(lr, "lr", above=0); max_length = check_max_length(max_length, model.config)
+    check_number(lr, "lr", above=0); check_number(weight_decay, "weight_decay", minimum=0)
     if padding not in ("max_length", "longest"): raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}.")
+    max_length = check_max_length(max_length, model.config)  # the settings are checked first: they need no model
     label2id = {l: i for i, l in enumerate(labels)}
     pairs = list(zip(train_df[text_col], train_df[label_col].map(label2id)))
     if padding == "max_length": ids, masks, y = encode_data(pairs, tokenizer, max_length)  # the seed's encoding

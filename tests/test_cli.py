@@ -67,7 +67,9 @@ def test_tour_writes_results_report_plots_and_progress_lines(ci_tour):
 def test_tour_finetune_entry(ci_tour):
     ft = ci_tour[0]["chapters"]["finetune"]
     assert ft["train_rows"] == 320 and ft["test_rows"] == 200 and ft["seeds"] == 2
-    assert (ft["epochs"], ft["lr"], ft["max_length"]) == (2, 3e-5, 128)  # the profile's own run, not the quick one
+    from finetune_book.core import get_profile
+    test = get_profile("test")
+    assert (ft["epochs"], ft["lr"], ft["max_length"]) == (test.epochs, 3e-5, test.max_length)  # the profile's own run, not the quick one
     assert ft["finetuned_vs_tfidf"].split(":")[0] in ("tie", "fine-tuned ahead", "TF-IDF ahead")
     assert "paired bootstrap" in ft["finetuned_vs_tfidf"] and "of 200" in ft["finetuned_vs_tfidf"]  # paired by test tweet
     assert on_grid(ft["accuracy"], 2 * 200) and on_grid(ft["baseline_accuracy"], 200)  # seeds' mean on the test rows

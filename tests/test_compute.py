@@ -198,9 +198,12 @@ def test_sparse_work_follows_the_plan():
     from finetune_book.sparse import sparse_plan
     plan, gpu = sparse_plan("gpu"), get_profile("gpu")
     one = C.plan_estimate(C.sparse_work(plan, gpu)).minutes.iloc[-1]
-    more_seeds = C.plan_estimate(C.sparse_work(replace(plan, seeds=plan.seeds * 2), gpu)).minutes.iloc[-1]
+    more_seeds = C.plan_estimate(C.sparse_work(replace(plan, seeds=plan.seeds * 2, sweep_seeds=plan.sweep_seeds * 2),
+                                               gpu)).minutes.iloc[-1]
     assert 1.8 * one < more_seeds < 2.1 * one  # nearly every run is repeated per seed
+    sweep = lambda p: sum(w.runs for w in C.sparse_work(p, gpu) if "sweep" in w.what)
+    assert sweep(replace(plan, sweep_seeds=(0, 1, 2, 3))) == 2 * 3 * 4  # two methods, three rates, each sweep seed
     work = C.sparse_work(plan, gpu)
     assert {w.what.split(",")[0] for w in work} >= {"tweets: full fine-tuning", "bbc: LoRA", "bbc: SetFit",
-                                                     "tweets: fine-tuning + EDA"}
-    assert len([w for w in work if w.what.startswith("bbc:")]) == 4 * len(plan.ks)
+                                                     "tweets: + EDA / judged / all paraphrases"}
+    assert len([w for w in work if w.what.startswith("bbc:")]) == 3 * len(plan.ks)  # full, LoRA, SetFit at each k

@@ -103,8 +103,9 @@ def test_lora_method_trains_adapters_and_leaves_the_encoder(tweet_splits, monkey
     monkeypatch.setattr(sparse, "predict", spy)
     method = finetune_method("minilm", epochs=1, max_steps=2, batch_size=4, lr=1e-3, max_length=32,
                              peft_config=encoder_lora_config())
-    pred = method(sample_k_shot(tweet_splits["train"], 2, seed=0), ["late again", "great crew"], TWEET_LABELS, 0)
-    assert set(pred) <= set(TWEET_LABELS)
+    run = method(sample_k_shot(tweet_splits["train"], 2, seed=0), ["late again", "great crew"], TWEET_LABELS, 0)
+    assert len(run.predictions) == 2 and set(run.predictions) <= set(TWEET_LABELS)
+    assert run.steps == 2 and run.texts == 2 * 4  # max_steps full batches of 4 (the 6 rows are packed), as logged
     base = load_classifier("minilm", labels=TWEET_LABELS)[0].state_dict()
     tuned = seen["model"].get_base_model().state_dict()
     q = "bert.encoder.layer.0.attention.self.query.base_layer.weight"

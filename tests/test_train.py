@@ -43,9 +43,13 @@ def test_fine_tune_logs_history_and_labels(tuned):
 def test_book_recipe_settings(tmp_path):
     from finetune_book.train import _training_args
     args = _training_args(tmp_path, 1, 16, 3e-5, 0.01, 0, True, False, 6)
-    assert args.load_best_model_at_end and args.metric_for_best_model == "macro_f1" and args.greater_is_better
+    # the kept epoch is the one with the lowest validation loss (02 explains why loss and not macro-F1)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "loss" and not args.greater_is_better
     assert args.eval_strategy == "epoch" and args.train_sampling_strategy == "group_by_length"
     assert not _training_args(tmp_path, 1, 16, 3e-5, 0.01, 0, False, False, 6).load_best_model_at_end
+    # a caller's TrainingArguments override the recipe's, and the rest of the recipe stays
+    plain = _training_args(tmp_path, 1, 16, 3e-5, 0.01, 0, True, False, 6, train_sampling_strategy="random")
+    assert plain.train_sampling_strategy == "random" and plain.metric_for_best_model == "loss"
 
 
 def test_evaluate_and_predict_agree(tuned, data):
