@@ -494,6 +494,7 @@ def test_recipe_steps_sizes_and_pairs_are_refused_before_any_model_loads():
     with no_expensive_work():
         with pytest.raises(ValueError, match="RECIPE_STEPS"): train.attribute_speedup("minilm", BASE, LABELS, steps=("+ padding",))
         with pytest.raises(ValueError, match="padding"): train.seed_recipe_train(None, None, BASE, LABELS, padding="dynamic")
+        with pytest.raises(ValueError, match="weight_decay"): train.seed_recipe_train(None, None, BASE, LABELS, weight_decay=-0.1)
         with pytest.raises(ValueError, match="increase"):
             train.size_curve("minilm", {"train": BASE, "test": BASE}, LABELS, (8, 6))
         with pytest.raises(ValueError, match="training rows"):
