@@ -28,10 +28,10 @@ __all__ = ['COMPUTE_PLANS', 'MEMORY_TARGETS', 'PRECISIONS', 'TRAINING_METHODS', 
            'PUBLISHED_CONFIGS', 'LOAD_SECONDS', 'DECODE_STEP_SECONDS', 'CPU_TFLOPS', 'TWEET_TOKENS',
            'TWEET_MEAN_TOKENS', 'ComputePlan', 'compute_plan', 'bytes_per_parameter', 'model_task',
            'prepare_for_training', 'training_step', 'profile_training_memory', 'plot_memory_timeline', 'MemoryReport',
-           'estimate_training_memory', 'load_for_training', 'measure_training_memory', 'compare_memory',
-           'activation_formula', 'formula_peak', 'llama_1b_config', 'bert_base_config', 'text_batches',
-           'time_training_steps', 'Lever', 'measure_lever', 'compare_levers', 'smaller_encoder', 'saved_size',
-           'track_energy', 'quantize_int8', 'state_size', 'inference_seconds', 'ddp_train', 'run_ddp',
+           'estimate_training_memory', 'load_for_training', 'measure_training_memory', 'measure_resident_memory',
+           'compare_memory', 'activation_formula', 'formula_peak', 'llama_1b_config', 'bert_base_config',
+           'text_batches', 'time_training_steps', 'Lever', 'measure_lever', 'compare_levers', 'smaller_encoder',
+           'saved_size', 'track_energy', 'quantize_int8', 'state_size', 'inference_seconds', 'ddp_train', 'run_ddp',
            'max_weight_difference', 'launch_config', 'write_launch_configs', 'flop_rate', 'training_flops', 'gpu_job',
            'mpnet_base_config', 'smollm2_360m_config', 'ParameterCounts', 'parameter_counts', 'Work', 'work_seconds',
            'plan_estimate', 'token_lengths', 'padded_tokens', 'tweet_tokens', 'finetune_work', 'quality_work',
@@ -45,10 +45,14 @@ class ComputePlan:
     memory_configs: tuple   # settings compared in the estimate-vs-measured table
     batch_size: int         # texts per optimizer step in the lever and accuracy comparisons
     max_length: int
-    lever_steps: int        # timed optimizer steps per lever
+    lever_steps: int        # timed optimizer steps per lever in each round ...
+    lever_rounds: int       # ... over this many rounds, every lever once per round (interleaved)
+    resident_rows: int      # memory configurations (the first ones) measured from outside torch, each in a fresh process ...
+    trainer_rows: int       # ... and of those, how many also through transformers' Trainer
     n_train: int            # training rows for the accuracy comparisons (one epoch)
     n_test: int
-    seeds: tuple
+    seeds: tuple            # fine-tuning seeds of every accuracy variant ...
+    lora_seeds: tuple       # ... and of full fine-tuning and LoRA, compared seed by seed
     n_quant: int            # test rows timed on the CPU for fp32 vs int8 (int8 kernels are CPU-only, even on a GPU machine)
 
 def _configs(b:int, s:int)->tuple:
@@ -62,12 +66,14 @@ def _configs(b:int, s:int)->tuple:
             dict(method="full", batch_size=b, seq_len=s, optimizer="sgd"))
 
 COMPUTE_PLANS = {
-    "test": ComputePlan("minilm", _configs(4, 32)[:3], batch_size=16, max_length=64, lever_steps=1, n_train=48,
-                        n_test=60, seeds=(0,), n_quant=60),
-    "cpu": ComputePlan("minilm", _configs(16, 128), batch_size=16, max_length=128, lever_steps=10, n_train=1500,
-                       n_test=1000, seeds=(0, 1, 2), n_quant=1000),
-    "gpu": ComputePlan("bert-base-uncased", _configs(32, 128), batch_size=32, max_length=128, lever_steps=10,
-                       n_train=2000, n_test=2000, seeds=(0, 1, 2), n_quant=100),  # <= 20 min on a T4: `compute_work`
+    "test": ComputePlan("minilm", _configs(4, 32)[:3], batch_size=16, max_length=64, lever_steps=1, lever_rounds=1,
+                        resident_rows=1, trainer_rows=1, n_train=48, n_test=60, seeds=(0, 1), lora_seeds=(0, 1), n_quant=60),
+    "cpu": ComputePlan("minilm", _configs(16, 128), batch_size=16, max_length=128, lever_steps=5, lever_rounds=3,
+                       resident_rows=9, trainer_rows=3, n_train=1200, n_test=1000, seeds=(0, 1, 2), lora_seeds=(0, 1, 2, 3, 4),
+                       n_quant=1000),
+    "gpu": ComputePlan("bert-base-uncased", _configs(32, 128), batch_size=32, max_length=128, lever_steps=5, lever_rounds=2,
+                       resident_rows=3, trainer_rows=1, n_train=800, n_test=800, seeds=(0, 1, 2), lora_seeds=(0, 1, 2, 3, 4),
+                       n_quant=100),  # <= 20 min on a T4: `compute_work`
 }
 
 def compute_plan(profile:Profile|str=None)->ComputePlan:
@@ -382,24 +388,98 @@ def measure_training_memory(model:str="minilm", # short name, folder or hub id (
     return MemoryReport("measured", model, method, precision, batch_size, seq_len, optimizer,
                         counts["total"], counts["trainable"], **peak)
 
-# %% ../nbs/05_compute.ipynb #mem-compare
+# %% ../nbs/05_compute.ipynb #mem-resident
 _CONFIG_DEFAULTS = dict(method="full", precision="fp32", batch_size=8, seq_len=128, accumulation=1,
                         gradient_checkpointing=False, optimizer="adamw")
 
+def _status_bytes(field:str)->int:
+    "A memory field of this process's `/proc/self/status` (Linux), in bytes."
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"): return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {field} field")
+
+def _trainer_for(net, batches:list, c:dict, seed:int=0):
+    "A `Trainer` that takes two optimizer steps on `batches` (the same rows) with `c`'s settings."
+    from transformers import Trainer, TrainingArguments
+    rows = [{k: v[i] for k, v in b.items()} for b in batches for i in range(len(b["input_ids"]))]
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=2, per_device_train_batch_size=c["batch_size"],
+                             gradient_accumulation_steps=c["accumulation"], learning_rate=1e-5, weight_decay=0.01,
+                             optim={"adamw": "adamw_torch", "sgd": "sgd"}[c["optimizer"]],
+                             bf16=c["precision"] == "bf16", fp16=c["precision"] == "fp16", seed=seed,
+                             report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+                             use_cpu=next(net.parameters()).device.type == "cpu")
+    return Trainer(model=net, args=args, train_dataset=rows)
+
+def _resident_rise(model:str, config:dict, loop:str="hand", seed:int=0)->dict:
+    "In *this* process: load `model` for `config`, then measure how far two training steps raise the process's peak memory."
+    import gc
+    c = {**_CONFIG_DEFAULTS, **config}
+    set_seed(seed)
+    net, task = load_for_training(model, c["method"], c.get("num_labels", 2), c["gradient_checkpointing"], c.get("lora_r", 8),
+                                  c.get("lora_targets"))
+    device = next(net.parameters()).device
+    batches = [_batch(net.config, task, c["batch_size"], c["seq_len"], device, seed=i) for i in range(c["accumulation"])]
+    if loop == "hand":
+        opt = _optimizer(net, c["optimizer"])
+        run = lambda: [training_step(net, opt, batches, c["precision"]) for _ in range(2)]
+    else: run = _trainer_for(net, batches, c, seed).train
+    gc.collect()
+    if device.type == "cuda":  # the allocator's own counters: what tensors hold, and what it reserved from the driver
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        held, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+        run(); torch.cuda.synchronize()
+        return dict(rise=torch.cuda.max_memory_allocated() - held, reserved_rise=torch.cuda.max_memory_reserved() - reserved,
+                    source="torch.cuda.max_memory_allocated")
+    before = _status_bytes("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the kernel resets the peak (VmHWM) to the current resident size
+    run()
+    return dict(rise=_status_bytes("VmHWM") - before, reserved_rise=None, source="/proc/self/status VmHWM")
+
+def measure_resident_memory(model:str="minilm", # short name, folder or hub id (weights are loaded)
+                            loop:str="hand", # `hand`: `training_step`; `trainer`: transformers' `Trainer` (clipping, schedule, decay)
+                            seed:int=0, **config, # `estimate_training_memory`'s settings: method, precision, batch_size, ...
+                           )->dict:
+    "The rise of a *fresh* process's peak memory over two real training steps, above the loaded model (bytes)."
+    _check_choice("loop", loop, ("hand", "trainer")); seed = check_int(seed, "seed", minimum=0)
+    unknown = sorted(set(config) - set(_CONFIG_DEFAULTS) - {"num_labels", "lora_r", "lora_targets"})
+    if unknown: raise ValueError(f"Unknown setting(s) {unknown}; use {sorted(_CONFIG_DEFAULTS)}, num_labels, lora_r or lora_targets.")
+    c = {**_CONFIG_DEFAULTS, **config}
+    _check_training_args(c["method"], c["precision"], c["batch_size"], c["seq_len"], c["optimizer"], c["accumulation"])
+    check_max_length(c["seq_len"], model_config(model), "seq_len")  # before a process starts
+    if loop == "trainer" and c["optimizer"] == "sgd-momentum":
+        raise ValueError("The Trainer's `sgd` has no momentum setting here; use optimizer='adamw' or 'sgd' with loop='trainer'.")
+    if get_device().type == "cpu" and not Path("/proc/self/clear_refs").exists():
+        raise OSError("measure_resident_memory reads /proc/self/status and resets its peak through /proc/self/clear_refs: "
+                      "on a CPU it needs Linux.")
+    call = (f"import json; from finetune_book.compute import _resident_rise; "
+            f"print(json.dumps(_resident_rise({model!r}, {dict(config)!r}, {loop!r}, {seed})))")
+    out = subprocess.run([sys.executable, "-c", call], capture_output=True, text=True)
+    if out.returncode: raise RuntimeError(f"the measuring process failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# %% ../nbs/05_compute.ipynb #mem-compare
 def compare_memory(model:str, configs:list, # dicts of `estimate_training_memory` settings, one per row
+                   resident_rows:int=None, # measure the first rows from outside torch too, each in a fresh process; `None`: all
                   )->pd.DataFrame:
-    "Estimate and measure each configuration: MB, and the estimate's error in total and above the weights."
+    "Estimate and measure each configuration: MB, the estimate's error against the profiler and the resident-memory rise."
     target = "gpu" if get_device().type == "cuda" else "cpu"  # measured where the real run trains
+    resident_rows = len(configs) if resident_rows is None else check_int(resident_rows, "resident_rows", minimum=0)
     rows = []
-    for c in configs:
+    for i, c in enumerate(configs):
         est, real = estimate_training_memory(model, **c, target=target), measure_training_memory(model, **c)
-        rows.append({**{k: c.get(k, d) for k, d in _CONFIG_DEFAULTS.items()}, "trainable": est.trainable,
-                     "estimate_mb": est.megabytes()["total"], "measured_mb": real.megabytes()["total"],
-                     "error_pct": round(100 * (est.total / real.total - 1), 1),
-                     "above_weights_mb": round(real.above_weights / 2**20, 1),
-                     "above_weights_error_pct": round(100 * (est.above_weights / real.above_weights - 1), 1),
-                     "params_exact": est.params == real.params and est.trainable == real.trainable})
+        row = {**{k: c.get(k, d) for k, d in _CONFIG_DEFAULTS.items()}, "trainable": est.trainable,
+               "estimate_mb": est.megabytes()["total"], "measured_mb": real.megabytes()["total"],
+               "error_pct": round(100 * (est.total / real.total - 1), 1),
+               "above_weights_mb": round(real.above_weights / 2**20, 1),
+               "above_weights_error_pct": round(100 * (est.above_weights / real.above_weights - 1), 1),
+               "params_exact": est.params == real.params and est.trainable == real.trainable}
+        rise = measure_resident_memory(model, **c)["rise"] if i < resident_rows else np.nan  # `measure_resident_memory`
+        row.update(estimate_above_mb=round(est.above_weights / 2**20, 1), resident_rise_mb=round(rise / 2**20, 1),
+                   resident_error_pct=round(100 * (est.above_weights / rise - 1), 1))
+        rows.append(row)
     return pd.DataFrame(rows)
+
 
 # %% ../nbs/05_compute.ipynb #2bde0022
 def activation_formula(config, batch_size:int, seq_len:int, precision:str="fp32")->int:
@@ -468,8 +548,10 @@ def _steps(batches:list, accumulation:int)->list:
     return [batches[i:i + accumulation] for i in range(0, len(batches) - accumulation + 1, accumulation)]
 
 def measure_lever(model_name:str, lever:Lever, df:pd.DataFrame, labels:list, batch_size:int=16,
-                  max_length:int=128, n_steps:int=8, seed:int=0)->dict:
-    "Seconds per step and the measured peak memory (on the longest batch) of training with `lever`."
+                  max_length:int=128, n_steps:int=8, seed:int=0,
+                  memory:bool=True, # also profile the peak memory on the longest batch (`False`: time only)
+                 )->dict:
+    "Seconds per step, real (unpadded) tokens per step and, with `memory`, the peak memory of training with `lever`."
     validate_rows(df, labels=check_label_names(labels))  # everything is checked before the model loads
     batch_size, n_steps = check_int(batch_size, "batch_size"), check_int(n_steps, "n_steps")
     if batch_size % lever.accumulation: raise ValueError(f"batch_size {batch_size} must divide into {lever.accumulation} micro-batches.")
@@ -485,25 +567,42 @@ def measure_lever(model_name:str, lever:Lever, df:pd.DataFrame, labels:list, bat
     steps = _steps(batches, lever.accumulation)[:n_steps + 1]
     opt = _optimizer(net, "adamw", 3e-5)
     seconds = time_training_steps(net, opt, steps, lever.precision)
-    longest = max(steps, key=lambda s: max(b["input_ids"].shape[1] for b in s))
-    peak, _ = profile_training_memory(net, opt, longest, lever.precision, steps=1)
-    tokens = sum(b["input_ids"].numel() for s in steps for b in s)
-    real = sum(int(b["attention_mask"].sum()) for s in steps for b in s)
-    return dict(seconds_per_step=round(seconds, 3), peak_mb=round(peak["total"] / 2**20, 1),
-                padding_share=round(1 - real / tokens, 3), trainable=count_parameters(net)["trainable"])
+    tokens = sum(b["input_ids"].numel() for s in steps[1:] for b in s)  # the timed steps (the first is a warm-up)
+    real = sum(int(b["attention_mask"].sum()) for s in steps[1:] for b in s)
+    out = dict(seconds_per_step=seconds, tokens_per_step=real / (len(steps) - 1), padding_share=1 - real / tokens,
+               trainable=count_parameters(net)["trainable"])
+    if memory:
+        longest = max(steps, key=lambda s: max(b["input_ids"].shape[1] for b in s))
+        out["peak_mb"] = profile_training_memory(net, opt, longest, lever.precision, steps=1)[0]["total"] / 2**20
+    return out
 
 def compare_levers(model_name:str, levers:dict, # name -> `Lever`; the first is the baseline
                    df:pd.DataFrame, labels:list, batch_size:int=16, max_length:int=128, n_steps:int=8,
-                   seed:int=0, progress:bool=False)->pd.DataFrame:
-    "Each lever side by side in one run: seconds per step, peak memory and their ratios to the first lever."
+                   seed:int=0, progress:bool=False,
+                   rounds:int=3, # every lever is timed once per round, in turn, so a slow spell of the machine hits them all
+                  )->pd.DataFrame:
+    "Each lever side by side in one run: median seconds per step over interleaved rounds, its range, tokens/s, peak memory, ratios."
     from tqdm import tqdm
-    rows = {name: measure_lever(model_name, levers[name], df, labels, batch_size, max_length, n_steps, seed)
-            for name in tqdm(list(levers), desc="compute: levers", disable=not progress, leave=False)}
-    out = pd.DataFrame(rows).T.astype({"trainable": int})
+    rounds = check_int(rounds, "rounds")
+    runs = {name: [] for name in levers}
+    for r in tqdm(range(rounds), desc="compute: lever rounds", disable=not progress, leave=False):
+        for name, lever in levers.items():
+            runs[name].append(measure_lever(model_name, lever, df, labels, batch_size, max_length, n_steps, seed, memory=r == 0))
+    rows = {}
+    for name, rs in runs.items():
+        secs = [r["seconds_per_step"] for r in rs]
+        first = rs[0]
+        rows[name] = dict(seconds_per_step=round(float(np.median(secs)), 3), fastest=round(min(secs), 3),
+                          slowest=round(max(secs), 3), tokens_per_second=round(first["tokens_per_step"] / float(np.median(secs))),
+                          peak_mb=round(first["peak_mb"], 1), padding_share=round(first["padding_share"], 3),
+                          trainable=first["trainable"])
+    out = pd.DataFrame.from_dict(rows, orient="index")  # one row per lever, each column its own dtype
     base = out.iloc[0]
     out["speedup"] = (base["seconds_per_step"] / out["seconds_per_step"]).round(2)
     out["memory_ratio"] = (out["peak_mb"] / base["peak_mb"]).round(2)
+    out.attrs["rounds"] = pd.DataFrame({name: [r["seconds_per_step"] for r in rs] for name, rs in runs.items()})  # per round
     return out
+
 
 # %% ../nbs/05_compute.ipynb #160ed027
 def smaller_encoder(model_name:str, # a BERT-style encoder: short name, folder or hub id
@@ -657,8 +756,8 @@ def write_launch_configs(folder:str|Path, num_processes:int=2)->list:
 # %% ../nbs/05_compute.ipynb #aceb8b36
 # Outside figures (vendor data sheets; prices are assumptions, not quotes): edit them for your cloud.
 GPUS = {
-    "T4":   dict(memory_gb=16, tflops_16bit=65, tflops_fp32=8.1, watts=70, usd_per_hour=0.35),      # NVIDIA T4 data sheet (fp16 tensor cores)
-    "A100": dict(memory_gb=80, tflops_16bit=312, tflops_fp32=19.5, watts=400, usd_per_hour=1.80),  # NVIDIA A100 80GB SXM data sheet (bf16 dense)
+    "T4":   dict(memory_gb=16, half="fp16", tflops_16bit=65, tflops_fp32=8.1, watts=70, usd_per_hour=0.35),      # NVIDIA T4 data sheet (fp16 tensor cores; no bf16)
+    "A100": dict(memory_gb=80, half="bf16", tflops_16bit=312, tflops_fp32=19.5, watts=400, usd_per_hour=1.80),  # NVIDIA A100 80GB SXM data sheet (bf16 dense)
 }
 
 GPU_PRECISIONS = ("16-bit", "fp32")  # tensor-core mixed precision, or plain fp32: the two peaks in `GPUS`
@@ -670,23 +769,27 @@ def flop_rate(gpu:str="T4", precision:str="16-bit", utilisation:float=0.3)->floa
     return GPUS[gpu]["tflops_16bit" if precision == "16-bit" else "tflops_fp32"] * 1e12 * utilisation
 
 def training_flops(report, # a `MemoryReport`, or anything with `params` and `trainable` counts
-                   tokens:int)->float:
+                   tokens:int,
+                   gradient_checkpointing:bool=False, # recompute each layer's forward pass during the backward pass
+                  )->float:
     "FLOPs to train on `tokens` tokens: 2 per parameter forward, 2 more backward for input gradients, 2 per trainable one for weight gradients."
-    return 4 * report.params * tokens + 2 * report.trainable * tokens
+    recompute = 2 * report.params * tokens if gradient_checkpointing else 0  # a second forward pass
+    return 4 * report.params * tokens + 2 * report.trainable * tokens + recompute
 
 def gpu_job(report:MemoryReport, # an estimate made with `target="gpu"`
             tokens:int, # tokens the job trains on (examples x sequence length x epochs)
             gpu:str="T4", utilisation:float=0.3, # share of the peak FLOP rate the job reaches (an assumption)
             overhead_gb:float=1.0, # CUDA context and allocator slack on top of the estimate (an assumption)
             kg_per_kwh:float=None, # grid carbon intensity; `None` leaves emissions out
+            gradient_checkpointing:bool=False, # the job recomputes activations (the estimate must have been made with it too)
            )->dict:
     "Does the job fit on `gpu`, and roughly how long, how much energy and money it takes (estimates from stated assumptions)."
     _check_choice("gpu", gpu, GPUS)
     g = GPUS[gpu]
     need_gb = report.total / 1e9 + overhead_gb
-    hours = training_flops(report, tokens) / flop_rate(gpu, "16-bit", utilisation) / 3600
+    hours = training_flops(report, tokens, gradient_checkpointing) / flop_rate(gpu, "16-bit", utilisation) / 3600
     kwh = g["watts"] * hours / 1000
-    out = dict(gpu=gpu, memory_gb=round(need_gb, 1), fits=need_gb <= g["memory_gb"], hours=hours, kwh=kwh,
+    out = dict(gpu=gpu, precision=g["half"], memory_gb=round(need_gb, 1), fits=need_gb <= g["memory_gb"], hours=hours, kwh=kwh,
                usd=hours * g["usd_per_hour"])
     if kg_per_kwh is not None: out["kg_co2"] = kwh * kg_per_kwh
     return out
@@ -888,12 +991,14 @@ def compute_work(plan:ComputePlan)->list:
     "This chapter's work: the memory table's measured steps, the levers, the accuracy variants, and its CPU parts."
     tokens, alone = tweet_tokens(plan.max_length), tweet_tokens(plan.max_length, shuffled=False)
     variant = dict(train_examples=plan.n_train, train_length=tokens, predict_texts=plan.n_test, predict_length=alone)
-    return [Work("memory table: two measured steps per setting", plan.model, runs=len(plan.memory_configs),
-                 train_examples=2 * 4 * plan.batch_size, train_length=plan.max_length, precision="fp32"),  # 4x: long texts
-            Work("levers: warm-up, timed and profiled steps", plan.model, runs=7, precision="fp32",
-                 train_examples=(plan.lever_steps + 2) * plan.batch_size, train_length=plan.max_length),
-            Work("accuracy variants in fp32 x seeds (one epoch)", plan.model, runs=3 * len(plan.seeds), precision="fp32",
-                 **variant),
+    measured = len(plan.memory_configs) + plan.resident_rows + plan.trainer_rows  # profiled; resident; through the Trainer
+    return [Work("memory table: two measured steps per setting and instrument", plan.model, precision="fp32",
+                 runs=measured, train_examples=2 * 4 * plan.batch_size,  # 4x: long texts
+                 train_length=plan.max_length),
+            Work("levers (and exercise 4): warm-up, timed and profiled steps", plan.model, runs=7 * plan.lever_rounds + 3,
+                 precision="fp32", train_examples=(plan.lever_steps + 2) * plan.batch_size, train_length=plan.max_length),
+            Work("accuracy variants in fp32 x seeds (one epoch)", plan.model, precision="fp32",
+                 runs=2 * len(plan.lora_seeds) + len(plan.seeds), **variant),
             Work("accuracy variant in 16-bit x seeds", plan.model, runs=len(plan.seeds), **variant),
             Work("memory timeline, gradient accumulation (CPU)", plan.model, runs=2, on_cpu=True,
                  train_examples=2 * plan.batch_size, train_length=plan.max_length),
@@ -903,25 +1008,26 @@ def compute_work(plan:ComputePlan)->list:
 
 # %% ../nbs/05_compute.ipynb #2a7ba867
 def tour_compute(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
-    "This chapter's headline: estimate vs measured memory, LoRA's trainable share, and the levers' ratios."
+    "This chapter's headline: estimate vs measured memory (profiler and resident), LoRA's trainable share, the levers' ratios."
     import matplotlib.pyplot as plt
     from finetune_book.data import TWEET_LABELS, load_splits
     from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress)
     plan = compute_plan(tour.profile)
-    table = compare_memory(plan.model, plan.memory_configs)
+    table = compare_memory(plan.model, plan.memory_configs, plan.resident_rows)
     data = load_splits("tweets", tour.profile.with_(n_train=max(plan.n_train, 2000)), seed=seed)
     levers = {"fixed": Lever(padding="max_length"), "grouped": Lever(group_by_length=True),
               "checkpointing": Lever(group_by_length=True, gradient_checkpointing=True),
               "lora": Lever(group_by_length=True, method="lora")}
     rows = data["train"].iloc[:4 * plan.batch_size * (plan.lever_steps + 1)]
     lt = compare_levers(plan.model, levers, rows, TWEET_LABELS, plan.batch_size, plan.max_length, plan.lever_steps, seed,
-                        progress=tour.progress)
+                        progress=tour.progress, rounds=plan.lever_rounds)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.barh(lt.index, lt.peak_mb, color="tab:blue"); ax.set_xlabel("peak training memory (MB)")
     ax.set_title(f"{plan.model}, batch {plan.batch_size} (measured)"); fig.tight_layout()
     tour.save_plot(fig, "compute_levers.png")
     return tour.result(memory_configs=len(table), max_error_pct=float(table.above_weights_error_pct.abs().max()),
+                       resident_max_error_pct=float(table.resident_error_pct.abs().max()),
                        params_exact=bool(table.params_exact.all()),
                        lora_trainable_share=float(lt.loc["lora", "trainable"] / lt.loc["grouped", "trainable"]),
                        grouped_speedup=float(lt.loc["grouped", "speedup"]),

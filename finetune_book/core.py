@@ -50,7 +50,7 @@ class Profile:
 
 # %% ../nbs/00_core.ipynb #9f74c928
 PROFILES = {
-    "test": Profile("test", "minilm", "smollm2-135m", n_train=320, n_val=96, n_test=200, n_bench=128,
+    "test": Profile("test", "minilm", "smollm2-135m", n_train=192, n_val=96, n_test=150, n_bench=128,
                     epochs=2, batch_size=16, max_length=64, seeds=(0, 1)),
     "cpu":  Profile("cpu", "minilm", "smollm2-135m", n_train=8000, n_val=500, n_test=1000, n_bench=480,
                     epochs=2, batch_size=16, max_length=128, seeds=(0, 1, 2)),

@@ -45,7 +45,7 @@ class QualityPlan:
 
 QUALITY_PLANS = {
     "test": QualityPlan(n_bbc=150, noise=0.10, n_audit=500, n_finetune=96, detector_seeds=(0,), clean_noise=0.25,
-                        n_clean=400, probe_seeds=(0, 1, 2), n_clean_finetune=64, finetune_seeds=(0,), n_tweets=128, epochs=1),
+                        n_clean=400, probe_seeds=(0, 1, 2), n_clean_finetune=32, finetune_seeds=(0,), n_tweets=64, epochs=1),
     "cpu": QualityPlan(n_bbc=2225, noise=0.10, n_audit=10_000, n_finetune=900, detector_seeds=(0, 1, 2), clean_noise=0.25,
                        n_clean=2000, probe_seeds=tuple(range(10)), n_clean_finetune=2000, finetune_seeds=(0,),
                        n_tweets=1500, epochs=1),

@@ -50,8 +50,8 @@ class SparsePlan:
     n_aug: int          # augmented copies per training example
 
 SPARSE_PLANS = {
-    "test": SparsePlan("minilm", ks=(2,), probe_ks=(2, 4), seeds=(0, 1), n_test=48, n_test_frozen=96, n_val=24, sweep_seeds=(0,),
-                       max_length=48, epochs=10, max_steps=4, batch_size=8, n_source=48, n_aug=1),
+    "test": SparsePlan("minilm", ks=(2,), probe_ks=(2, 4), seeds=(0, 1), n_test=32, n_test_frozen=64, n_val=16, sweep_seeds=(0,),
+                       max_length=48, epochs=10, max_steps=2, batch_size=8, n_source=32, n_aug=1),
     "cpu": SparsePlan("minilm", ks=(4, 16), probe_ks=(4, 8, 16, 32, 64), seeds=(0, 1, 2, 3, 4), n_test=200,
                       n_test_frozen=1000, n_val=300, sweep_seeds=(0, 1), max_length=48, epochs=10, max_steps=20, batch_size=8,
                       n_source=1000, n_aug=2),

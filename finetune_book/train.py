@@ -39,7 +39,7 @@ class CurvePlan:
     epochs: int    # epochs of every run on the curve
 
 CURVE_PLANS = {
-    "test": CurvePlan(sizes=(48, 96), seeds=(0,), epochs=2),
+    "test": CurvePlan(sizes=(32, 64), seeds=(0,), epochs=2),
     "cpu": CurvePlan(sizes=(250, 1000, 3000), seeds=(0, 1), epochs=2),
     "gpu": CurvePlan(sizes=(1000, 3000, 10000), seeds=(0, 1, 2), epochs=2),
 }

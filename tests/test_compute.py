@@ -105,6 +105,34 @@ def test_launch_configs_parse_with_accelerate(tmp_path):
     assert C.launch_config("ddp-cpu")["use_cpu"] and not C.launch_config("fsdp")["use_cpu"]
 
 
+
+def test_compare_levers_interleaves_rounds_and_reports_the_median(monkeypatch):
+    "Every lever once per round, in turn; memory profiled in the first round only; the median, range and tokens/s of the rounds."
+    calls, secs = [], iter([1.0, 2.0, 3.0, 1.2, 2.2, 9.0, 0.8, 1.8, 3.3])  # rounds of (a, b, c)
+    def fake(model_name, lever, df, labels, batch_size, max_length, n_steps, seed, memory=True):
+        calls.append((lever, memory))
+        out = dict(seconds_per_step=next(secs), tokens_per_step=100.0, padding_share=0.1, trainable=1)
+        return {**out, "peak_mb": 10.0} if memory else out
+    monkeypatch.setattr(C, "measure_lever", fake)
+    levers = {"a": C.Lever(), "b": C.Lever(group_by_length=True), "c": C.Lever(precision="bf16")}
+    t = C.compare_levers("minilm", levers, None, ["x"], rounds=3)
+    assert [lever for lever, _ in calls] == list(levers.values()) * 3      # interleaved, not one lever's rounds in a row
+    assert [memory for _, memory in calls] == [True] * 3 + [False] * 6     # profiled once, in the first round
+    assert t.seconds_per_step.tolist() == [1.0, 2.0, 3.3]                  # medians, not the first round or the mean
+    assert (t.fastest.tolist(), t.slowest.tolist()) == ([0.8, 1.8, 3.0], [1.2, 2.2, 9.0])
+    assert t.tokens_per_second.tolist() == [100, 50, 30] and t.speedup.tolist() == [1.0, 0.5, 0.3]
+    assert t.attrs["rounds"]["c"].tolist() == [3.0, 9.0, 3.3]
+
+
+def test_resident_rise_is_read_in_a_fresh_process():
+    "Two steps of full fine-tuning at 8 x 64 raise a fresh process's peak by at least the estimate's part above the weights."
+    est = C.estimate_training_memory("minilm", batch_size=8, seq_len=64)
+    res = C.measure_resident_memory("minilm", batch_size=8, seq_len=64)  # in this (warm) process freed heap would be reused
+    assert res["source"].endswith("VmHWM") and res["rise"] > est.above_weights  # AdamW states, gradients, activations, slack
+    with pytest.raises(ValueError, match="Unknown setting"): C.measure_resident_memory("minilm", bach_size=8)
+    with pytest.raises(ValueError, match="loop"): C.measure_resident_memory("minilm", loop="accelerate")
+
+
 def test_gpu_job_arithmetic():
     small = C.estimate_training_memory("minilm", "lora", "bf16", 8, 64, target="gpu")
     t4, a100 = C.gpu_job(small, 10**7, "T4"), C.gpu_job(small, 10**7, "A100", kg_per_kwh=0.4)

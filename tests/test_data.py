@@ -47,7 +47,7 @@ def test_split_rejects_bad_fractions(tweets):
 
 def test_load_splits_sizes_follow_the_profile():
     data = load_splits("tweets", "test")
-    assert [len(data[k]) for k in ("train", "validation", "test")] == [320, 96, 200]
+    assert [len(data[k]) for k in ("train", "validation", "test")] == [192, 96, 150]
 
 
 def test_sample_rows_is_stratified_and_seeded(tweets):

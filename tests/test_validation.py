@@ -303,6 +303,7 @@ COUNT_CASES = cases(
     ("explain.attribute", lambda v: explain.attribute(None, None, "a text", n_steps=v), ["n_steps"]),
     ("compute.estimate_training_memory", lambda v: compute.estimate_training_memory("minilm", batch_size=v), ["batch_size"]),
     ("compute.measure_training_memory", lambda v: compute.measure_training_memory("minilm", seq_len=v), ["seq_len"]),
+    ("compute.measure_resident_memory", lambda v: compute.measure_resident_memory("minilm", batch_size=v), ["batch_size"]),
     ("compute.padded_tokens", lambda v: compute.padded_tokens([3, 4], batch_size=v), ["batch_size"]),
     ("data.padding_share", lambda v: data.padding_share([3, 4], batch_size=v), ["batch_size"]),
     ("llm.instruction_tune", lambda v: llm.instruction_tune("smollm2-135m", None, EXAMPLES, steps=v), ["steps"]),
