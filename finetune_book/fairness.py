@@ -1,4 +1,4 @@
-"""Does a fine-tuned sentiment model treat "my sister" and "my brother" differently? A probe set of template sentences, group metrics with fairlearn and bootstrap intervals, counterfactual token gaps, where the bias comes from in the training data, and two mitigations (counterfactual data augmentation, masking identity words) measured over seeds.
+"""Does a fine-tuned sentiment model treat "my sister" and "my brother" differently? A probe set of template sentences, group metrics with fairlearn and bootstrap intervals, counterfactual token gaps, where the bias comes from in the training data, two mitigations (counterfactual data augmentation, masking identity words) measured over seeds, and a planted bias that the augmentation's word list cannot reach.
 
 Docs: https://finetune-book.github.io/finetune-book/fairness.html.md"""
 
@@ -14,33 +14,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import Profile, check_texts, plan_for
+from .core import Profile, check_int, check_texts, plan_for
 from .train import FinetunePlan
 
 # %% auto #0
 __all__ = ['FAIRNESS_PLANS', 'EMOTION_STATES', 'EMOTION_SITUATIONS', 'EMOTION_SENTIMENT', 'TEMPLATES', 'PEOPLE', 'GENDER_PAIRS',
-           'FairnessPlan', 'fairness_plan', 'make_probe_set', 'counterfactual_augment', 'counterfactual_pairs',
-           'placebo_pairs', 'counterfactual_gap', 'group_metrics', 'bootstrap_ci', 'gender_mentions',
-           'counterfactual_table', 'mask_identity_words', 'mitigation_run', 'mitigation_summary', 'plant_gender_skew',
-           'fairness_work', 'tour_fairness']
+           'MITIGATIONS', 'FairnessPlan', 'fairness_plan', 'make_probe_set', 'sample_probes', 'counterfactual_augment',
+           'probe_probabilities', 'counterfactual_pairs', 'placebo_pairs', 'counterfactual_gap', 'group_metrics',
+           'bootstrap_ci', 'gender_mentions', 'counterfactual_table', 'mask_identity_words', 'probe_name_swaps',
+           'mitigation_run', 'mitigation_summary', 'plant_gender_skew', 'plant_name_skew', 'fairness_work',
+           'tour_fairness']
 
 # %% ../nbs/07_fairness.ipynb #3e24bda9
 @dataclass(frozen=True)
 class FairnessPlan(FinetunePlan):
     "Sizes of this chapter's experiments for one run profile: the fine-tuning run (`FinetunePlan`'s fields), then these."
     n_test: int       # test tweets for accuracy
-    seeds: tuple      # every model (untreated and mitigated) is trained once per seed
-    n_probes: int     # probe sentences used (0 = all)
+    seeds: tuple      # every model (untreated and mitigated) is trained once per seed ...
+    mask_seeds: tuple # ... except the masking remedy, trained on these (a side run)
+    n_probes: int     # probe sentences used, in whole groups (`sample_probes`; 0 = all)
     n_boot: int       # bootstrap resamples for confidence intervals
-    n_plant: int      # skewed tweets added for the planted-bias experiment
+    n_plant: int      # planted tweets whose bias rides on CDA's word list (female words negative, male positive) ...
+    n_name_plant: int # ... and planted tweets whose bias rides on first names, which the list does not hold
 
 FAIRNESS_PLANS = {
-    "test": FairnessPlan("minilm", n_train=160, n_test=150, epochs=1, lr=2e-4, max_length=48, seeds=(0, 1),
-                         n_probes=600, n_boot=50, n_plant=60),
-    "cpu": FairnessPlan("minilm", n_train=1500, n_test=1000, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2),
-                        n_probes=0, n_boot=500, n_plant=400),
-    "gpu": FairnessPlan("bert-base-uncased", n_train=7000, n_test=3500, epochs=2, lr=3e-5, max_length=64,
-                        seeds=(0, 1, 2), n_probes=0, n_boot=1000, n_plant=300),  # <= 20 min on a T4 (`fairness_work`)
+    "test": FairnessPlan("minilm", n_train=96, n_test=100, epochs=1, lr=2e-4, max_length=48, seeds=(0, 1), mask_seeds=(0,),
+                         n_probes=240, n_boot=200, n_plant=40, n_name_plant=40),
+    "cpu": FairnessPlan("minilm", n_train=1500, n_test=1000, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2), mask_seeds=(0,),
+                        n_probes=2880, n_boot=500, n_plant=300, n_name_plant=300),
+    "gpu": FairnessPlan("bert-base-uncased", n_train=4500, n_test=3500, epochs=2, lr=3e-5, max_length=64,
+                        seeds=(0, 1, 2), mask_seeds=(0, 1, 2), n_probes=0, n_boot=1000, n_plant=300, n_name_plant=300),  # <= 20 min on a T4 (`fairness_work`)
 }
 
 def fairness_plan(profile:Profile|str=None)->FairnessPlan:
@@ -113,6 +116,18 @@ def make_probe_set(templates:list=TEMPLATES, people:pd.DataFrame=PEOPLE, states:
                                  emotion=emotion, emotion_word=w, sentiment=EMOTION_SENTIMENT[emotion]))
     return pd.DataFrame(rows)
 
+# %% ../nbs/07_fairness.ipynb #sample-probes
+def sample_probes(probes:pd.DataFrame, n:int, seed:int=0)->pd.DataFrame:
+    "About `n` probes, drawn as whole (template, emotion word) groups so every counterfactual and placebo pair stays complete; `n=0` keeps all."
+    from finetune_book.core import require_columns
+    require_columns(probes, "template_id", "emotion_word")
+    n = check_int(n, "n", minimum=0)
+    if n == 0 or n >= len(probes): return probes
+    keys = probes[["template_id", "emotion_word"]].drop_duplicates().sample(frac=1, random_state=seed)
+    keep = keys.head(max(1, round(n * len(keys) / len(probes))))
+    return probes[pd.MultiIndex.from_frame(probes[["template_id", "emotion_word"]]).isin(pd.MultiIndex.from_frame(keep))]
+
+
 # %% ../nbs/07_fairness.ipynb #31da6d64
 GENDER_PAIRS = [("she", "he"), ("herself", "himself"), ("hers", "his"), ("woman", "man"), ("women", "men"),
                 ("girl", "boy"), ("girls", "boys"), ("sister", "brother"), ("sisters", "brothers"),
@@ -164,6 +179,14 @@ def _whole_words(words)->re.Pattern:
     "A case-insensitive pattern matching any of `words` as a whole word (longest first), captured as group 1."
     return re.compile(r"\b(" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b", re.I)
 
+# %% ../nbs/07_fairness.ipynb #probe-probs
+def probe_probabilities(model, tokenizer, texts:list, max_length:int=64)->dict:
+    "Each distinct text -> the model's class probabilities: one scoring per text, however many pairs share it."
+    from finetune_book.train import predict_proba
+    texts = list(dict.fromkeys(check_texts(texts)))
+    return dict(zip(texts, predict_proba(model, tokenizer, texts, max_length=max_length)))
+
+
 # %% ../nbs/07_fairness.ipynb #001afd68
 def counterfactual_pairs(probes:pd.DataFrame, attribute:str="gender", groups:tuple=("female", "male"))->pd.DataFrame:
     "Probe rows side by side with their counterpart: same template, emotion word and slot, `attribute` = `groups[0]` vs `groups[1]`."
@@ -186,13 +209,17 @@ def placebo_pairs(probes:pd.DataFrame)->pd.DataFrame:
     return probes.merge(shifted, on=["template_id", "emotion_word", "slot"] + group, suffixes=("_a", "_b"))
 
 def counterfactual_gap(model, tokenizer, probes:pd.DataFrame, attribute:str="gender", groups:tuple=("female", "male"),
-                       max_length:int=64, placebo:bool=False)->pd.DataFrame:
+                       max_length:int=64, placebo:bool=False,
+                       probs:dict=None, # text -> class probabilities (`probe_probabilities`); `None`: score the pairs' texts now
+                      )->pd.DataFrame:
     "Each counterfactual pair's probability gap (total variation) and whether its predicted label flips; `placebo` pairs same-group words."
-    from finetune_book.train import predict_proba
     pairs = placebo_pairs(probes) if placebo else counterfactual_pairs(probes, attribute, groups)
     if not len(pairs): raise ValueError(f"No counterfactual pairs for {attribute}={groups}; check the probes' slots.")
-    texts = pd.unique(pd.concat([pairs.text_a, pairs.text_b]))
-    probs = dict(zip(texts, predict_proba(model, tokenizer, list(texts), max_length=max_length)))
+    texts = list(pd.unique(pd.concat([pairs.text_a, pairs.text_b])))
+    if probs is None: probs = probe_probabilities(model, tokenizer, texts, max_length)
+    missing = [t for t in texts if t not in probs]
+    if missing: raise ValueError(f"probs lacks {len(missing)} of the pairs' texts (e.g. {missing[0]!r}): build it with "
+                                 "probe_probabilities(model, tokenizer, probes.text).")
     pa = np.stack(pairs.text_a.map(probs)); pb = np.stack(pairs.text_b.map(probs))
     return pairs.assign(gap=0.5 * np.abs(pa - pb).sum(1), flip=pa.argmax(1) != pb.argmax(1),
                         signed=(pa - pb)[:, 0])  # signed: P(class 0) for groups[0] minus for groups[1]
@@ -232,14 +259,14 @@ def bootstrap_ci(statistic, n:int, n_boot:int=500, seed:int=0, level:float=0.95)
 
 # %% ../nbs/07_fairness.ipynb #4436186b
 def gender_mentions(texts:list, pairs:list=GENDER_PAIRS)->np.ndarray:
-    "Per text: `female`, `male`, `both` or `none`, by the gendered words it contains (with her/his/him)."
-    female = {a for a, _ in pairs} | {"her"}; male = {b for _, b in pairs} | {"his", "him"}
+    "Per text: `female`, `male`, `both` or `none`, by the gendered words it holds as whole words (with her/his/him), as CDA reads them."
+    female, male = _whole_words({a for a, _ in pairs} | {"her"}), _whole_words({b for _, b in pairs} | {"his", "him"})
     out = []
     for t in check_texts(texts):
-        words = set(re.findall(r"[a-z]+", str(t).lower()))
-        f, m = bool(words & female), bool(words & male)
+        f, m = bool(female.search(t)), bool(male.search(t))
         out.append("both" if f and m else "female" if f else "male" if m else "none")
     return np.array(out)
+
 
 # %% ../nbs/07_fairness.ipynb #d62d457b
 def counterfactual_table(df:pd.DataFrame, text_col:str="text", **swap_kwargs)->pd.DataFrame:
@@ -257,43 +284,75 @@ def mask_identity_words(texts:list, mask:str="[MASK]", pairs:list=GENDER_PAIRS)-
     pattern = _whole_words({w for p in pairs for w in p} | {"her", "his", "him"})
     return [pattern.sub(mask, t) for t in check_texts(texts)]
 
+# %% ../nbs/07_fairness.ipynb #name-swaps
+def probe_name_swaps(people:pd.DataFrame=PEOPLE)->dict:
+    "Each female first name of the probe set -> the male name in the same slot and race group (`Ebony` -> `Alonzo`)."
+    from finetune_book.core import require_columns
+    require_columns(people, "person", "gender", "race", "kind", "slot")
+    names = people[people.kind == "name"]
+    pairs = names[names.gender == "female"].merge(names[names.gender == "male"], on=["race", "slot"], suffixes=("_f", "_m"))
+    if pairs.empty: raise ValueError("people has no female and male names in the same race and slot; see PEOPLE.")
+    return dict(zip(pairs.person_f, pairs.person_m))
+
+
 # %% ../nbs/07_fairness.ipynb #e792d081
-def mitigation_run(variant:str, # `untreated`, `cda` or `mask`
+MITIGATIONS = ("untreated", "cda", "cda+names", "mask")  # cda+names: CDA that also swaps the probe set's first names
+
+def mitigation_run(variant:str, # one of `MITIGATIONS`
                    train_df:pd.DataFrame, test_df:pd.DataFrame, probes:pd.DataFrame, labels:list, seed:int,
-                   model_name:str="minilm", epochs:int=1, lr:float=2e-4, max_length:int=64)->dict:
-    "Train one variant with one seed; return its test accuracy and its gender counterfactual gaps on `probes`."
+                   model_name:str="minilm", epochs:int=1, lr:float=2e-4, max_length:int=64,
+                   trained=None, # an untreated `FineTuneResult` trained on `train_df` with `seed`: reused, not trained again
+                  )->dict:
+    "Train one variant with one seed; return its test accuracy, its gender gaps on `probes` (nouns, names, signed) and the placebo gap."
     from finetune_book.train import evaluate_classifier, fine_tune
-    if variant not in ("untreated", "cda", "mask"): raise ValueError(f"Unknown variant {variant!r}; use untreated, cda or mask.")
+    if variant not in MITIGATIONS: raise ValueError(f"Unknown variant {variant!r}; use one of {MITIGATIONS}.")
+    if trained is not None and variant != "untreated":
+        raise ValueError(f"trained= reuses an untreated model; the {variant!r} variant trains its own: drop trained=.")
     train, test = train_df, test_df
     if variant == "cda": train = counterfactual_table(train_df)
+    if variant == "cda+names": train = counterfactual_table(train_df, names=probe_name_swaps())
     if variant == "mask":
         from finetune_book.core import load_tokenizer
         token = load_tokenizer(model_name).mask_token or "[MASK]"
         remask = lambda df: df.assign(text=mask_identity_words(df.text.tolist(), token))
         train, test, probes = remask(train_df), remask(test_df), remask(probes)
-    result = fine_tune(model_name, train, labels, epochs=epochs, lr=lr, max_length=max_length, progress=False, seed=seed)
-    gaps = counterfactual_gap(result.model, result.tokenizer, probes, "gender", max_length=max_length)
+    result = trained if trained is not None else fine_tune(model_name, train, labels, epochs=epochs, lr=lr,
+                                                           max_length=max_length, progress=False, seed=seed)
+    probs = probe_probabilities(result.model, result.tokenizer, probes.text, max_length)  # every probe scored once
+    gaps = counterfactual_gap(result.model, result.tokenizer, probes, "gender", max_length=max_length, probs=probs)
+    placebo = counterfactual_gap(result.model, result.tokenizer, probes, max_length=max_length, placebo=True, probs=probs)
     acc = evaluate_classifier(result.model, result.tokenizer, test, labels, max_length=max_length)["accuracy"]
+    nouns, names = gaps[gaps.kind == "noun"], gaps[gaps.kind == "name"]
     return dict(variant=variant, seed=seed, accuracy=acc, gender_gap=gaps.gap.mean(), flips=gaps.flip.mean(),
-                noun_gap=gaps[gaps.kind == "noun"].gap.mean(), name_gap=gaps[gaps.kind == "name"].gap.mean(),
-                signed_gap=gaps.signed.mean(), noun_signed_gap=gaps[gaps.kind == "noun"].signed.mean())
+                noun_gap=nouns.gap.mean(), name_gap=names.gap.mean(), placebo_gap=placebo.gap.mean(),
+                signed_gap=gaps.signed.mean(), noun_signed_gap=nouns.signed.mean(), name_signed_gap=names.signed.mean())
+
 
 # %% ../nbs/07_fairness.ipynb #c641623c
+_SUMMED = ("accuracy", "gender_gap", "noun_gap", "name_gap", "placebo_gap", "flips", "noun_signed_gap", "name_signed_gap")
+
 def mitigation_summary(runs:pd.DataFrame, baseline:str="untreated")->pd.DataFrame:
-    "Per variant, mean +- std over seeds of accuracy, gaps, and the seed-paired gap cut and accuracy change vs `baseline`."
+    "Per variant, mean +- std over seeds of accuracy and gaps, and the seed-paired gap cuts and accuracy change vs `baseline`."
+    from finetune_book.core import require_columns
+    require_columns(runs, "variant", "seed", "accuracy", "gender_gap", "noun_signed_gap")
     base = runs[runs.variant == baseline].set_index("seed")
+    if base.empty: raise ValueError(f"No {baseline!r} runs to pair with; variants present: {sorted(runs.variant.unique())}.")
     rows = []
     for v, g in runs.groupby("variant", sort=False):
         g = g.set_index("seed")
-        cut = 1 - g.gender_gap / base.gender_gap.loc[g.index]
-        change = 100 * (g.accuracy - base.accuracy.loc[g.index])
-        rows.append(dict(variant=v, accuracy=g.accuracy.mean(), accuracy_std=g.accuracy.std(),
-                         gender_gap=g.gender_gap.mean(), gender_gap_std=g.gender_gap.std(), noun_gap=g.noun_gap.mean(),
-                         noun_signed_gap=g.noun_signed_gap.mean(), noun_signed_gap_std=g.noun_signed_gap.std(),
-                         name_gap=g.name_gap.mean(), flips=g.flips.mean(), gap_cut=cut.mean(), gap_cut_std=cut.std(),
-                         accuracy_change=change.mean(), accuracy_change_std=change.std(),
-                         signed_cut=(1 - g.noun_signed_gap.abs() / base.noun_signed_gap.abs().loc[g.index]).mean()))
+        unpaired = sorted(set(g.index) - set(base.index))
+        if unpaired: raise ValueError(f"{v!r} has seeds {unpaired} with no {baseline!r} run to pair with.")
+        b = base.loc[g.index]
+        row = dict(variant=v)
+        for col in (c for c in _SUMMED if c in g):
+            row[col], row[f"{col}_std"] = g[col].mean(), g[col].std()
+        cut, change = 1 - g.gender_gap / b.gender_gap, 100 * (g.accuracy - b.accuracy)
+        row.update(gap_cut=cut.mean(), gap_cut_std=cut.std(), accuracy_change=change.mean(), accuracy_change_std=change.std(),
+                   signed_cut=(1 - g.noun_signed_gap.abs() / b.noun_signed_gap.abs()).mean())
+        if "name_signed_gap" in g: row["name_signed_cut"] = (1 - g.name_signed_gap.abs() / b.name_signed_gap.abs()).mean()
+        rows.append(row)
     return pd.DataFrame(rows).set_index("variant")
+
 
 # %% ../nbs/07_fairness.ipynb #ca094a8d
 def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:int=0)->pd.DataFrame:
@@ -308,23 +367,44 @@ def plant_gender_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int, seed:i
                          f"{2 * min(len(female), len(male))}, or a larger pool.")
     return pd.concat([train_df, female.sample(k, random_state=seed), male.sample(k, random_state=seed)])
 
+# %% ../nbs/07_fairness.ipynb #plant-names
+def plant_name_skew(train_df:pd.DataFrame, pool_df:pd.DataFrame, n:int,
+                    names:dict=None, # female -> male first names; `None`: `probe_name_swaps()`
+                    seed:int=0)->pd.DataFrame:
+    "`train_df` plus `n` real `pool_df` rows with no gendered word, each signed with a first name: `n // 2` negative ones with female names, as many positive with male."
+    from finetune_book.core import require_columns
+    require_columns(pool_df, "text", "label")
+    names = probe_name_swaps() if names is None else dict(names)
+    if not names: raise ValueError("names is empty; pass female -> male first names, e.g. probe_name_swaps().")
+    plain = pool_df[(gender_mentions(pool_df.text) == "none")
+                    & ~pool_df.text.str.contains(_whole_words(set(names) | set(names.values())))]  # no name there already
+    negative, positive, k = plain[plain.label == "negative"], plain[plain.label == "positive"], n // 2
+    if min(len(negative), len(positive)) < k:  # never a silent cap
+        raise ValueError(f"n={n} asks for {k} rows of each kind; the pool has {len(negative)} negative and {len(positive)} "
+                         f"positive tweets without gendered words or names: pass n <= {2 * min(len(negative), len(positive))}.")
+    def signed(rows, who): return rows.assign(text=[f"{t} ^{who[i % len(who)]}" for i, t in enumerate(rows.text)])
+    return pd.concat([train_df, signed(negative.sample(k, random_state=seed), list(names)),
+                      signed(positive.sample(k, random_state=seed), list(names.values()))])
+
+
 # %% ../nbs/07_fairness.ipynb #fairness-work
 def fairness_work(plan:FairnessPlan, probe_tokens:int=None, # tokens per probe; `None`: a tweet's (probes are shorter)
                  )->list:
     "What this chapter runs, for `compute.plan_estimate`: each fine-tuning run also scores the probes and the test split."
     from finetune_book.compute import Work, tweet_tokens
-    n_probes, seeds = plan.n_probes or len(make_probe_set()), len(plan.seeds)
+    n_probes, seeds = len(sample_probes(make_probe_set(), plan.n_probes)), len(plan.seeds)
     tokens, alone = tweet_tokens(plan.max_length), tweet_tokens(plan.max_length, shuffled=False)
     probe_tokens = probe_tokens or alone
     run = dict(model=plan.model, train_length=tokens)
     scoring = lambda what, n: Work(what, plan.model, runs=n, loads=0, predict_texts=n_probes, predict_length=probe_tokens)
     return [Work("headline fine-tuning", train_examples=plan.n_train * plan.epochs, predict_texts=plan.n_test,
                  predict_length=alone, **run),
-            Work("untreated, counterfactual augmentation, masking x seeds", runs=3 * seeds, predict_texts=plan.n_test,
+            Work("CDA x seeds, untreated on the other seeds, masking", runs=2 * seeds - 1 + len(plan.mask_seeds), predict_texts=plan.n_test,
                  predict_length=alone, train_examples=round(1.1 * plan.n_train) * plan.epochs, **run),  # CDA: ~10% more rows
-            Work("planted skew: untreated and augmented x seeds", runs=2 * seeds, predict_texts=plan.n_test,
-                 predict_length=alone, train_examples=round(1.15 * (plan.n_train + plan.n_plant)) * plan.epochs, **run),
-            scoring("probe scoring: every model, and the tables", 1 + 5 * seeds + 4)]
+            Work("planted skew: untreated, CDA, CDA with names x seeds", runs=3 * seeds, predict_texts=plan.n_test,
+                 predict_length=alone, **run,
+                 train_examples=round(1.25 * (plan.n_train + plan.n_plant + plan.n_name_plant)) * plan.epochs),
+            scoring("probe scoring: every model once, and the tables", 1 + 5 * seeds + len(plan.mask_seeds))]
 
 # %% ../nbs/07_fairness.ipynb #f1729982
 def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
@@ -336,7 +416,7 @@ def tour_fairness(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     plan = fairness_plan(tour.profile)
     train, test = tour.tweets(plan.n_train, plan.n_test)
     probes = make_probe_set()
-    probes = probes.sample(plan.n_probes, random_state=seed) if plan.n_probes else probes
+    probes = sample_probes(probes, plan.n_probes, seed=seed)
     jobs = [(s, v) for s in tour.seeds(plan.seeds) for v in ("untreated", "cda")]
     runs = pd.DataFrame([mitigation_run(v, train, test, probes, list(TWEET_LABELS), s, plan.model, plan.epochs, plan.lr,
                                         plan.max_length) for s, v in tour.steps(jobs, "fairness: runs")])

@@ -1,4 +1,4 @@
-"""A GPT-style chat model taught a new task on a laptop CPU: the packaged SmolLM2-135M-Instruct, chat templates and generation settings, an instruction set built from the book's tweets, zero-shot and few-shot baselines, supervised fine-tuning with LoRA (TRL's `SFTTrainer`, loss on the answers only), what the model forgets, and saving, merging and reloading the adapter.
+"""A GPT-style chat model taught a new task on a laptop CPU: the packaged SmolLM2-135M-Instruct, chat templates and generation settings, an instruction set built from the book's tweets, zero-shot and few-shot baselines scored by generation and by rank classification on 1,000 prompts, supervised fine-tuning with LoRA (TRL's `SFTTrainer`, loss on the answers only), a comparison with the book's fine-tuned encoder, what the model forgets, and saving, merging and reloading the adapter.
 
 Docs: https://finetune-book.github.io/finetune-book/llm_instruction_tuning.html.md"""
 
@@ -21,10 +21,11 @@ from .compute import saved_size
 
 # %% auto #0
 __all__ = ['LLM_PLANS', 'SENTIMENT_REQUEST', 'TOPIC_REQUEST', 'GENERAL_QUESTIONS', 'LLMPlan', 'llm_plan', 'make_instructions',
-           'parse_label', 'score_answers', 'evaluate_instructions', 'pick_shots', 'loss_mask', 'sft_dataset',
-           'decoder_lora_config', 'sft_trainer', 'lora_parameter_count', 'InstructionTuneResult', 'instruction_tune',
-           'knowledge_check', 'response_nll', 'forgetting_report', 'save_adapter', 'load_adapter', 'merge_adapter',
-           'corrupt_responses', 'llm_work', 'tour_llm']
+           'parse_label', 'score_answers', 'evaluate_instructions', 'pick_shots', 'label_logprobs', 'rank_classify',
+           'loss_mask', 'sft_dataset', 'decoder_lora_config', 'sft_trainer', 'lora_parameter_count',
+           'InstructionTuneResult', 'instruction_tune', 'answer_token_nll', 'knowledge_check', 'response_nll',
+           'forgetting_report', 'save_adapter', 'load_adapter', 'merge_adapter', 'corrupt_responses', 'llm_work',
+           'tour_llm']
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #dbeb285d
 @dataclass(frozen=True)
@@ -32,25 +33,26 @@ class LLMPlan:
     "Sizes of this chapter's experiments for one run profile."
     model: str         # the instruct decoder (short name, folder or hub id)
     n_train: int       # training instructions (tweets)
-    n_test: int        # held-out instructions
+    n_test: int        # held-out instructions, scored by rank classification ...
+    n_generate: int    # ... the first of them also answered by generation (format)
     steps: int         # optimizer steps of each LoRA run
     batch_size: int
     lr: float
     r: int             # LoRA rank
     targets: tuple     # the linear layers that get adapters
     seeds: tuple       # the headline run is repeated once per seed
-    n_small: int       # training instructions for the "how many examples are enough" run
     noise: float       # share of wrong answers in the "noisy instructions" run
     n_questions: int   # general questions asked before and after tuning (forgetting)
+    n_encoder: int     # training tweets of the fine-tuned encoder it is compared with (beside one on the same tweets)
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLM_PLANS = {
-    "test": LLMPlan("smollm2-135m", n_train=32, n_test=8, steps=3, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
-                    seeds=(0,), n_small=8, noise=0.4, n_questions=4),
-    "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=200, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
-                   seeds=(0, 1, 2), n_small=24, noise=0.4, n_questions=12),
-    "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=500, steps=300, batch_size=16,
-                   lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), n_small=48, noise=0.4, n_questions=12),
+    "test": LLMPlan("smollm2-135m", n_train=32, n_test=24, n_generate=8, steps=3, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
+                    seeds=(0,), noise=0.4, n_questions=4, n_encoder=64),
+    "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=1000, n_generate=100, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
+                   seeds=(0, 1), noise=0.4, n_questions=12, n_encoder=1500),
+    "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, n_generate=300, steps=300, batch_size=16,
+                   lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), noise=0.4, n_questions=12, n_encoder=7000),
 }
 
 def llm_plan(profile:Profile|str=None)->LLMPlan:
@@ -129,6 +131,73 @@ def pick_shots(examples:pd.DataFrame, per_label:int=1, seed:int=0)->pd.DataFrame
     _check_instructions(examples)
     groups = [g.sample(min(per_label, len(g)), random_state=seed) for _, g in examples.groupby("response")]
     return pd.concat(groups).sample(frac=1, random_state=seed)
+
+# %% ../nbs/08_llm_instruction_tuning.ipynb #label-logprobs
+def _shared_prefix(sequences:list)->int:
+    "How many leading tokens every sequence shares, leaving each at least one token of its own."
+    first, n = sequences[0], min(len(s) for s in sequences) - 1
+    for other in sequences[1:]:
+        n = next((k for k in range(n) if other[k] != first[k]), n)
+    return max(n, 0)
+
+def label_logprobs(model, tokenizer, prompts:list, labels:tuple=TWEET_LABELS, shots:pd.DataFrame=None, system:str=None,
+                   batch_size:int=32)->pd.DataFrame:
+    "Log-probability of each label's tokens as the start of the answer, one row per prompt, one column per label."
+    prompts, labels = check_texts(prompts, "prompts"), list(check_label_names(labels))
+    batch_size = check_int(batch_size, "batch_size")
+    label_ids = {l: tokenizer(l, add_special_tokens=False).input_ids for l in labels}
+    groups = {}  # labels that share every token but the last are read from the same continuation
+    for l, ids in label_ids.items(): groups.setdefault(tuple(ids[:-1]), []).append(l)
+    seqs = [tokenizer(format_prompt(tokenizer, p, shots, system), add_special_tokens=False).input_ids for p in prompts]
+    shared = _shared_prefix(seqs)  # the system message, the shots, the request: run once, its cache reused
+    dev, out = model.device, np.zeros((len(seqs), len(labels)))
+    order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths batched together: little padding
+    model.eval()
+    with torch.no_grad():
+        head = model(input_ids=torch.tensor([seqs[0][:shared]], device=dev), use_cache=True).cache if shared else None
+        for i in range(0, len(seqs), batch_size):
+            rows = order[i:i+batch_size]
+            tails = [seqs[r][shared:] for r in rows]; n, width = len(tails), max(map(len, tails))
+            ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(t)) + t for t in tails], device=dev)  # left-padded
+            own = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=dev)
+            mask = torch.cat([torch.ones(n, shared, dtype=own.dtype, device=dev), own], 1)
+            cache = None
+            if head is not None: cache = copy.deepcopy(head); cache.batch_repeat_interleave(n)
+            first = model(input_ids=ids, attention_mask=mask, position_ids=shared + (own.cumsum(1) - 1).clamp(min=0),
+                          cache=cache, use_cache=any(groups), logits_to_keep=1)
+            first_lp = torch.log_softmax(first.logits[:, -1].float(), -1).cpu()
+            for prefix, members in groups.items():
+                lp = [first_lp]
+                if prefix:  # continue from a copy of the prompt's cache with the label's first tokens
+                    more = model(input_ids=torch.tensor(prefix, device=dev).repeat(n, 1),
+                                 attention_mask=torch.cat([mask, torch.ones(n, len(prefix), dtype=mask.dtype, device=dev)], 1),
+                                 position_ids=shared + own.sum(1, keepdim=True) + torch.arange(len(prefix), device=dev),
+                                 cache=copy.deepcopy(first.cache), logits_to_keep=len(prefix))
+                    lp += list(torch.log_softmax(more.logits.float(), -1).cpu().unbind(1))
+                for l in members:  # lp[t] predicts the label's token t
+                    out[rows, labels.index(l)] = sum(lp[t][:, tok].numpy() for t, tok in enumerate(label_ids[l]))
+    return pd.DataFrame(out, columns=labels)
+
+
+# %% ../nbs/08_llm_instruction_tuning.ipynb #rank-classify
+def rank_classify(model, tokenizer, examples:pd.DataFrame, # `prompt` and gold `response` columns
+                  labels:tuple=TWEET_LABELS, shots:pd.DataFrame=None, system:str=None, batch_size:int=16)->tuple:
+    "`(scores, table)`: the likeliest label is the answer; accuracy, macro-F1 and the gold label's mean NLL (nats), and a row per prompt."
+    from scipy.special import logsumexp
+    from sklearn.metrics import f1_score
+    _check_instructions(examples); labels = list(check_label_names(labels))
+    unknown = sorted(set(examples.response) - set(labels))
+    if unknown: raise ValueError(f"responses {unknown[:5]} are not among labels={labels}; rank classification needs the gold label among them.")
+    forms = {l: list(dict.fromkeys([l, l[:1].upper() + l[1:]])) for l in labels}  # "negative" or "Negative": the same answer
+    lp = label_logprobs(model, tokenizer, examples.prompt, [f for fs in forms.values() for f in fs], shots, system, batch_size)
+    lp = pd.DataFrame({l: logsumexp(lp[fs].to_numpy(), axis=1) for l, fs in forms.items()}, index=examples.index)
+    table = lp.assign(gold=examples.response.to_numpy(), answer=lp[labels].idxmax(axis=1))
+    table["correct"] = table.answer == table.gold
+    table["gold_nll"] = -lp.to_numpy()[np.arange(len(lp)), [labels.index(g) for g in table.gold]]
+    scores = {"accuracy": float(table.correct.mean()), "n": len(table), "gold_nll": float(table.gold_nll.mean()),
+              "macro_f1": float(f1_score(table.gold, table.answer, labels=labels, average="macro", zero_division=0))}
+    return scores, table
+
 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #912798f4
 def loss_mask(tokenizer, prompt:str, response:str, system:str=None)->pd.DataFrame:
@@ -251,6 +320,28 @@ def instruction_tune(model, # a causal LM (copied, never changed) or its short n
     return InstructionTuneResult(tuned, tokenizer, _step_history(trainer.state.log_history),
                                  result.metrics["train_runtime"], *tuned.get_nb_trainable_parameters())
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #answer-token-nll
+def answer_token_nll(model, tokenizer, prompts:list, responses:list, system:str=None, batch_size:int=8)->pd.DataFrame:
+    "Each answer token's negative log-likelihood (nats) given everything before it: `row`, `position`, `token`, `nll`."
+    prompts, responses = check_texts(prompts, "prompts"), check_texts(responses, "responses")
+    if len(prompts) != len(responses):
+        raise ValueError(f"prompts ({len(prompts)}) and responses ({len(responses)}) differ in length.")
+    batch_size = check_int(batch_size, "batch_size")
+    masks = [loss_mask(tokenizer, p, r, system) for p, r in zip(prompts, responses)]
+    model.eval(); rows = []
+    for i in range(0, len(masks), batch_size):
+        chunk = masks[i:i+batch_size]; width = max(len(m) for m in chunk)
+        ids = torch.tensor([m.id.tolist() + [tokenizer.pad_token_id] * (width - len(m)) for m in chunk])
+        attention = torch.tensor([[1] * len(m) + [0] * (width - len(m)) for m in chunk])
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2).cpu(), ids[:, 1:],
+                                                reduction="none")  # token k predicted from the tokens before it
+        rows += [(i + b, int(k), m.token.iloc[k], float(nll[b, k - 1]))
+                 for b, m in enumerate(chunk) for k in np.flatnonzero(m.in_loss.to_numpy())]
+    return pd.DataFrame(rows, columns=["row", "position", "token", "nll"])
+
+
 # %% ../nbs/08_llm_instruction_tuning.ipynb #aa87a5d3
 GENERAL_QUESTIONS = pd.DataFrame([
     ("What is the capital of France?", r"\bparis\b"),
@@ -278,22 +369,8 @@ def knowledge_check(model, tokenizer, questions:pd.DataFrame=GENERAL_QUESTIONS, 
 # %% ../nbs/08_llm_instruction_tuning.ipynb #a8208c59
 def response_nll(model, tokenizer, prompts:list, responses:list, system:str=None, batch_size:int=8)->np.ndarray:
     "Mean negative log-likelihood per token of each `response` to its `prompt` (lower: the model finds it likelier)."
-    prompts, responses = check_texts(prompts, "prompts"), check_texts(responses, "responses")
-    if len(prompts) != len(responses):
-        raise ValueError(f"prompts ({len(prompts)}) and responses ({len(responses)}) differ in length.")
-    masks = [loss_mask(tokenizer, p, r, system) for p, r in zip(prompts, responses)]
-    model.eval(); out = []
-    for i in range(0, len(masks), batch_size):
-        chunk = masks[i:i+batch_size]; width = max(len(m) for m in chunk)
-        ids = torch.tensor([m.id.tolist() + [tokenizer.pad_token_id] * (width - len(m)) for m in chunk])
-        counted = torch.tensor([m.in_loss.tolist() + [False] * (width - len(m)) for m in chunk])[:, 1:]
-        attention = torch.tensor([[1] * len(m) + [0] * (width - len(m)) for m in chunk])
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2).cpu(), ids[:, 1:],
-                                                reduction="none")  # token k predicted from the tokens before it
-        out += ((nll * counted).sum(1) / counted.sum(1)).tolist()
-    return np.array(out)
+    per_token = answer_token_nll(model, tokenizer, prompts, responses, system, batch_size)
+    return per_token.groupby("row").nll.mean().to_numpy()  # every response has tokens in the loss (at least <|im_end|>)
 
 def forgetting_report(tuned, tokenizer, base=None, # the untuned model; `None`: `tuned` with its adapters switched off
                       questions:pd.DataFrame=GENERAL_QUESTIONS, max_new_tokens:int=32)->tuple:
@@ -353,20 +430,26 @@ def corrupt_responses(examples:pd.DataFrame, share:float, labels:tuple=TWEET_LAB
 def llm_work(plan:LLMPlan, seq_len:int=320, # tokens per training conversation (an upper bound; the chapter measures it)
              prompt_len:int=128, shots_len:int=320, # tokens per evaluation prompt: zero-shot, and with the shots
             )->list:
-    "What this chapter runs, for `compute.plan_estimate`: six LoRA runs, eight evaluations, the small generations."
+    "What this chapter runs, for `compute.plan_estimate`: the LoRA runs, rank scoring, the generations, the encoders."
     from finetune_book.compute import Work
-    answer_steps = math.ceil(plan.n_test / 16) * 4  # batches of 16 prompts x 4 new tokens
-    evaluation = dict(model=plan.model, loads=0, predict_texts=plan.n_test, decode_steps=answer_steps)
-    return [Work("LoRA runs: seeds, lr / 10, noisy, few examples", plan.model, runs=len(plan.seeds) + 3, method="lora",
+    answer_steps = math.ceil(plan.n_generate / 16) * 4  # batches of 16 prompts x 4 new tokens
+    ranked = dict(model=plan.model, loads=0, predict_texts=plan.n_test)  # one forward pass per prompt
+    generated = dict(model=plan.model, loads=0, predict_texts=plan.n_generate, decode_steps=answer_steps)
+    return [Work("LoRA runs: seeds, noisy answers", plan.model, runs=len(plan.seeds) + 1, method="lora",
                  lora_r=plan.r, lora_targets=plan.targets, train_examples=plan.steps * plan.batch_size, train_length=seq_len),
-            Work("evaluations: zero-shot, after each run", runs=len(plan.seeds) + 4, predict_length=prompt_len, **evaluation),
-            Work("evaluation: few-shot", predict_length=shots_len, **evaluation),
+            Work("rank scoring: zero-shot, after each run", runs=len(plan.seeds) + 2, predict_length=prompt_len, **ranked),
+            Work("rank scoring: few-shot", predict_length=shots_len, **ranked),
+            Work("generation: zero-shot, each seed", runs=len(plan.seeds) + 1, predict_length=prompt_len, **generated),
+            Work("generation: few-shot", predict_length=shots_len, **generated),
+            Work("encoders: same tweets x 10 passes, more tweets x 2", "minilm", runs=1, train_length=64,
+                 train_examples=10 * plan.n_train + 2 * plan.n_encoder, predict_texts=2 * plan.n_test, predict_length=64),
             Work("general questions, reloads, examples", plan.model, loads=3,
                  decode_steps=2 * 32 + 3 * 4 + 10 * 32)]  # 2 x 32 tokens, 3 models x 4, about ten examples of <= 32
 
+
 # %% ../nbs/08_llm_instruction_tuning.ipynb #079b6e0f
 def tour_llm(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
-    "This chapter's headline: held-out accuracy before (zero-shot) and after LoRA tuning, and the adapter's size."
+    "This chapter's headline: held-out accuracy (rank classification) and format before and after LoRA tuning, and the adapter's size."
     import matplotlib.pyplot as plt
     from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress)
@@ -374,16 +457,17 @@ def tour_llm(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:
     model, tokenizer = load_chat_model(plan.model)
     train_rows, test_rows = tour.tweets(plan.n_train, plan.n_test)
     train, test = make_instructions(train_rows), make_instructions(test_rows)
-    before, _ = evaluate_instructions(model, tokenizer, test)
+    shown = test.head(plan.n_generate)  # generation, for the format; the likeliest label, for accuracy on all
+    before, before_format = rank_classify(model, tokenizer, test)[0], evaluate_instructions(model, tokenizer, shown)[0]
     run = instruction_tune(model, tokenizer, train, steps=plan.steps, batch_size=plan.batch_size, lr=plan.lr,
                            r=plan.r, targets=plan.targets, seed=seed, progress=progress)
-    after, _ = evaluate_instructions(run.model, tokenizer, test)
+    after, after_format = rank_classify(run.model, tokenizer, test)[0], evaluate_instructions(run.model, tokenizer, shown)[0]
     with tempfile.TemporaryDirectory() as d: adapter = save_adapter(run.model, d)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.plot(run.history.step, run.history.loss); ax.set_xlabel("step"); ax.set_ylabel("loss on the answers")
     ax.set_title(f"LoRA r={plan.r}, {len(train)} instructions"); fig.tight_layout()
     tour.save_plot(fig, "llm_loss.png")
-    return tour.result(model=plan.model, steps=plan.steps, test_prompts=len(test),
+    return tour.result(model=plan.model, steps=plan.steps, test_prompts=len(test), generated_prompts=len(shown),
                        zero_shot_accuracy=before["accuracy"], tuned_accuracy=after["accuracy"],
-                       zero_shot_format=before["format"], tuned_format=after["format"],
+                       zero_shot_format=before_format["format"], tuned_format=after_format["format"],
                        adapter_mb=adapter / 1e6, train_seconds=run.seconds)

@@ -9,7 +9,8 @@ from finetune_book.data import TWEET_LABELS, sample_rows, split_data
 from finetune_book.fairness import (PEOPLE, bootstrap_ci, counterfactual_augment, counterfactual_gap,
                                     counterfactual_pairs, counterfactual_table, gender_mentions, group_metrics,
                                     make_probe_set, mask_identity_words, mitigation_run, mitigation_summary,
-                                    placebo_pairs, plant_gender_skew)
+                                    placebo_pairs, plant_gender_skew, plant_name_skew, probe_name_swaps,
+                                    probe_probabilities)
 from finetune_book.train import fine_tune
 
 LABELS = list(TWEET_LABELS)
@@ -182,3 +183,58 @@ def test_plant_gender_skew_adds_real_skewed_rows(tweets):
 def test_mitigation_run_rejects_an_unknown_variant(probes):
     with pytest.raises(ValueError, match="Unknown variant"):
         mitigation_run("reweigh", pd.DataFrame(), pd.DataFrame(), probes, LABELS, seed=0)
+
+
+def test_probe_name_swaps_pair_names_like_the_gap_does(probes):
+    swaps = probe_name_swaps()
+    assert swaps["Ebony"] == "Alonzo" and swaps["Amanda"] == "Adam" and len(swaps) == 20  # slot 0 of each group
+    pairs = counterfactual_pairs(probes[probes.kind == "name"])
+    assert (pairs.person_a.map(swaps) == pairs.person_b).all()
+    with pytest.raises(ValueError, match="kind"):
+        probe_name_swaps(PEOPLE.drop(columns="kind"))
+
+
+def test_plant_name_skew_signs_plain_tweets_and_leaves_the_input_alone(tweets):
+    parts = split_data(tweets, seed=0)
+    train = sample_rows(parts["train"], 100, seed=0)
+    pool = parts["train"].drop(index=train.index)
+    before = pool.copy()
+    out = plant_name_skew(train, pool, 40, names={"Ebony": "Alonzo", "Amanda": "Adam"})
+    added = out.iloc[len(train):]
+    pd.testing.assert_frame_equal(pool, before)
+    assert len(added) == 40 and set(added.index) <= set(pool.index)
+    signer = added.text.str.extract(r"\^(\w+)$")[0]
+    assert set(signer[added.label == "negative"]) == {"Ebony", "Amanda"}   # both female names, cycled
+    assert set(signer[added.label == "positive"]) == {"Alonzo", "Adam"}
+    assert (added.text.str.replace(r" \^\w+$", "", regex=True) == pool.loc[added.index, "text"]).all()  # the real tweet, signed
+    assert set(gender_mentions(added.text)) == {"none"}
+    with pytest.raises(ValueError, match="pass n <="):
+        plant_name_skew(train, pool, 10**6)
+    with pytest.raises(ValueError, match="names is empty"):
+        plant_name_skew(train, pool, 4, names={})
+
+
+def test_mitigation_run_refuses_to_reuse_a_model_for_a_treated_variant(probes):
+    with pytest.raises(ValueError, match="trained= reuses an untreated model"):
+        mitigation_run("cda", pd.DataFrame(), pd.DataFrame(), probes, LABELS, seed=0, trained=object())
+
+
+def test_mitigation_summary_refuses_unpaired_seeds():
+    row = dict(accuracy=0.7, gender_gap=0.02, noun_signed_gap=0.01)
+    runs = pd.DataFrame([dict(variant="untreated", seed=0, **row), dict(variant="cda", seed=1, **row)])
+    with pytest.raises(ValueError, match=r"seeds \[1\]"):
+        mitigation_summary(runs)
+    with pytest.raises(ValueError, match="No 'untreated' runs"):
+        mitigation_summary(runs[runs.variant == "cda"])
+
+
+def test_counterfactual_gap_uses_the_given_probabilities_and_refuses_missing_ones(trained, probes):
+    model, tok = trained
+    sample = probes[probes.template_id == 0]
+    probs = probe_probabilities(model, tok, sample.text, max_length=32)
+    assert len(probs) == len(sample)                                              # each text scored once
+    fresh = counterfactual_gap(model, tok, sample, max_length=32)
+    reused = counterfactual_gap(None, None, sample, max_length=32, probs=probs)  # no model: nothing is scored again
+    assert np.allclose(fresh.gap, reused.gap, atol=1e-6) and (fresh.text_a == reused.text_a).all()
+    with pytest.raises(ValueError, match="probs lacks"):
+        counterfactual_gap(None, None, sample, probs=dict(list(probs.items())[:3]))

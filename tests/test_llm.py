@@ -1,12 +1,13 @@
 """The LLM chapter's helpers: instruction sets, chat formatting, the loss mask, scoring, noisy answers, generation."""
+import numpy as np
 import pandas as pd
 import pytest
 
 from finetune_book.core import chat_messages, format_prompt, generate, load_chat_model
 from finetune_book.data import BBC_LABELS, TWEET_LABELS
-from finetune_book.llm import (GENERAL_QUESTIONS, TOPIC_REQUEST, corrupt_responses, decoder_lora_config,
-                               lora_parameter_count, loss_mask, make_instructions, parse_label, pick_shots, response_nll,
-                               score_answers)
+from finetune_book.llm import (GENERAL_QUESTIONS, TOPIC_REQUEST, answer_token_nll, corrupt_responses,
+                               decoder_lora_config, label_logprobs, lora_parameter_count, loss_mask, make_instructions,
+                               parse_label, pick_shots, rank_classify, response_nll, score_answers)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,45 @@ def test_lora_parameter_count_matches_the_formula(chat_model):
 def test_format_prompt_ends_at_the_assistant_tag(chat_model):
     _, tok = chat_model
     assert format_prompt(tok, "hi").endswith("<|im_start|>assistant\n")
+
+
+def _label_logprob_by_hand(model, tok, prompt, label):
+    import torch
+    p = tok(format_prompt(tok, prompt), add_special_tokens=False).input_ids
+    ids = tok(label, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=torch.tensor([p + ids[:-1]])).logits[0].float(), -1)
+    return sum(lp[len(p) - 1 + t, i].item() for t, i in enumerate(ids))
+
+
+def test_label_logprobs_match_a_plain_forward_pass_in_the_callers_order(chat_model, instructions):
+    model, tok = chat_model
+    prompts = instructions.prompt.iloc[[3, 0, 7, 1, 5]].tolist()  # lengths out of order: batches are sorted inside
+    labels = ("positive", "Neutral")                                # one token and two tokens
+    got = label_logprobs(model, tok, prompts, labels, batch_size=2)
+    want = [[_label_logprob_by_hand(model, tok, p, l) for l in labels] for p in prompts]
+    assert list(got.columns) == list(labels)
+    assert abs(got.to_numpy() - pd.DataFrame(want).to_numpy()).max() < 1e-3
+
+
+def test_rank_classify_answers_with_the_likeliest_label_in_either_case(chat_model, instructions):
+    model, tok = chat_model
+    few = instructions.head(6)
+    scores, table = rank_classify(model, tok, few)
+    assert list(table.index) == list(few.index) and table.answer.isin(TWEET_LABELS).all()
+    lower = label_logprobs(model, tok, few.prompt, TWEET_LABELS)
+    upper = label_logprobs(model, tok, few.prompt, [l.capitalize() for l in TWEET_LABELS])
+    merged = pd.DataFrame(np.logaddexp(lower.to_numpy(), upper.to_numpy()), columns=list(TWEET_LABELS), index=few.index)
+    assert (table.answer == merged.idxmax(axis=1)).all()                      # "Negative" counts for negative
+    assert scores["accuracy"] == pytest.approx((table.answer == few.response).mean())
+    with pytest.raises(ValueError, match="angry"):
+        rank_classify(model, tok, few.assign(response="angry"))
+
+
+def test_answer_token_nll_reads_every_answer_token_where_it_is_predicted(chat_model, instructions):
+    model, tok = chat_model
+    few = instructions.head(4)
+    per_token = answer_token_nll(model, tok, few.prompt, few.response, batch_size=3)  # padding in the first batch
+    assert per_token.groupby("row").size().tolist() == [int(loss_mask(tok, p, r).in_loss.sum()) for p, r in zip(few.prompt, few.response)]
+    first = per_token.groupby("row").head(1)                                             # each answer's label token
+    assert first.nll.to_numpy() == pytest.approx([-_label_logprob_by_hand(model, tok, p, r) for p, r in zip(few.prompt, few.response)], abs=1e-3)

@@ -486,6 +486,8 @@ EXEMPT = {
               "explain.concept_vector", "explain.tcav", "explain.tcav_by_layer", "fairness.counterfactual_pairs",
               "fairness.counterfactual_gap", "fairness.group_metrics", "fairness.bootstrap_ci",
               "fairness.counterfactual_table", "fairness.mitigation_summary", "fairness.plant_gender_skew",
+              "fairness.plant_name_skew", "fairness.probe_name_swaps", "fairness.probe_probabilities", "fairness.sample_probes",
+              "llm.label_logprobs", "llm.rank_classify", "llm.answer_token_nll",
               "llm.evaluate_instructions", "llm.pick_shots", "llm.loss_mask", "llm.decoder_lora_config",
               "llm.sft_trainer", "llm.forgetting_report", "llm.corrupt_responses"),
 }
