@@ -13,10 +13,10 @@ from pathlib import Path
 from .core import PROFILES, machine_info, machine_line
 
 # %% auto #0
-__all__ = ['is_environment_cell', 'output_code', 'code_hash', 'imported_modules', 'module_hashes', 'collapse_progress',
-           'library_versions', 'make_stamp', 'stamp_markdown', 'read_stamp', 'write_stamp', 'package_dir_of',
-           'StampCheck', 'check_notebook', 'check_stamps', 'stamp_table', 'execute_notebook', 'build_notebook', 'build',
-           'prose_numbers', 'output_numbers', 'unshown_numbers']
+__all__ = ['is_environment_cell', 'cell_directives', 'output_code', 'code_hash', 'imported_modules', 'module_hashes',
+           'collapse_progress', 'library_versions', 'make_stamp', 'stamp_markdown', 'read_stamp', 'write_stamp',
+           'package_dir_of', 'StampCheck', 'check_notebook', 'check_stamps', 'stamp_table', 'execute_notebook',
+           'build_notebook', 'build', 'prose_numbers', 'output_numbers', 'unshown_numbers']
 
 # %% ../nbs/09_provenance.ipynb #63f2a4cd
 def _is_colab_guard(node)->bool:
@@ -37,7 +37,7 @@ def is_environment_cell(source:str, # a code cell's source
     return bool(body) and all(env_stmt(s) for s in body)
 
 # %% ../nbs/09_provenance.ipynb #abe6f0e0
-def _directives(source:str)->dict:
+def cell_directives(source:str)->dict:
     "nbdev's `#| name: value` directives at the top of a cell, as {name: value}."
     out = {}
     for line in source.splitlines():
@@ -51,7 +51,7 @@ def output_code(nb:dict, # a notebook, as parsed JSON
     "The sources of the code cells whose code can change an output: all but environment cells and `#| eval: false` cells."
     cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     sources = ["".join(c["source"]) for c in cells]
-    return [s for s in sources if _directives(s).get("eval") != "false" and not is_environment_cell(s)]
+    return [s for s in sources if cell_directives(s).get("eval") != "false" and not is_environment_cell(s)]
 
 def code_hash(nb:dict)->str:
     "A short hash of `output_code(nb)`: it changes when any code that can change an output changes."
@@ -229,7 +229,7 @@ def execute_notebook(path:Path, # the notebook to run
     if profile not in PROFILES: raise ValueError(f"Unknown profile {profile!r}; use one of {sorted(PROFILES)}.")
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    skipped = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == "code" and _directives(c.source).get("eval") == "false"}
+    skipped = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == "code" and cell_directives(c.source).get("eval") == "false"}
     for i in skipped: nb.cells[i].source, nb.cells[i].outputs = "", []  # never run, as under nbdev-test; no old outputs
     env = {k: v for k, v in os.environ.items() if k not in ("IN_TEST", "CI")}
     env["FINETUNE_BOOK_PROFILE"] = profile

@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/workshop.html.md"""
 
 # %% ../nbs/11_workshop.ipynb #w-imports
 from __future__ import annotations
-import json, math, re
+import copy, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .core import machine_info
-from .provenance import read_stamp
+from .provenance import cell_directives, is_environment_cell, read_stamp
 
 # %% auto #0
 __all__ = ['CHAPTERS', 'LIVE_TIMES', 'DAY', 'EXERCISE_CHECKS', 'chapter_title', 'chapter_times', 'record_live_times',
@@ -219,8 +219,6 @@ def check_exercise(exercise:str, # chapter and number, e.g. "06.4" (see `EXERCIS
     return hint is None
 
 # %% ../nbs/11_workshop.ipynb #w-student
-def _directives(src:str)->list: return [l for l in src.splitlines() if l.startswith("#|")]
-
 def stub_source(src:str)->str:
     "A solution cell as a stub: its functions keep signature and docstring and raise; its `ex...` answers become `...`."
     import ast
@@ -243,8 +241,10 @@ def student_copy(nb:dict, # a chapter notebook, as parsed JSON; left unchanged
                  chapter:str, # its number, e.g. "06", for `check_exercise`
                  keep_outputs:bool=False)->dict:
     "The learner's copy of a chapter: stubs for the exercise solutions, checker cells, no answers, outputs cleared."
-    import copy as _copy
-    nb, cells = _copy.deepcopy(nb), []
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError("nb must be a notebook as parsed JSON (a dict with a 'cells' list): json.loads(path.read_text()).")
+    if not re.fullmatch(r"\d\d", str(chapter)): raise ValueError(f"chapter must be two digits, e.g. '06', got {chapter!r}.")
+    nb, cells = copy.deepcopy(nb), []
     checks = {name: ex for ex, (name, _) in EXERCISE_CHECKS.items() if ex.startswith(f"{chapter}.")}
     in_exercises = False
     for c in nb["cells"]:
@@ -260,10 +260,9 @@ def student_copy(nb:dict, # a chapter notebook, as parsed JSON; left unchanged
                 i = src.index("## Questions")
                 src = src[:i] + re.sub(r"\s*<details><summary>Answer</summary>.*?</details>", "", src[i:], flags=re.S)
             cells.append(c | {"source": src.splitlines(keepends=True)}); continue
-        directives = _directives(src)
-        if in_exercises and any(d.split()[1:2] == ["hide"] for d in directives):
-            continue  # the instructor's checks of the exercises give the answers away
-        if in_exercises and any("code-fold" in d for d in directives):
+        directives = cell_directives(src)
+        if in_exercises and "hide" in directives: continue  # the instructor's checks of the exercises give the answers away
+        if in_exercises and "code-fold" in directives:
             stub = stub_source(src)
             cells.append(_cell("code", stub))
             cells += [_cell("code", f'check_exercise("{checks[n]}", {n})') for n in checks if re.search(rf"^(def )?{n}\b", stub, flags=re.M)]
@@ -271,8 +270,8 @@ def student_copy(nb:dict, # a chapter notebook, as parsed JSON; left unchanged
         if not keep_outputs and c["cell_type"] == "code": c = c | {"outputs": [], "execution_count": None}
         cells.append(c)
     if checks:  # the checker comes from the workshop module: import it where the chapter's set-up ends
-        first = next(i for i, c in enumerate(cells) if c["cell_type"] == "code" and "default_exp" not in "".join(c["source"])
-                     and "google.colab" not in "".join(c["source"]))
+        first = next(i for i, c in enumerate(cells) if c["cell_type"] == "code"
+                     and "default_exp" not in cell_directives("".join(c["source"])) and not is_environment_cell("".join(c["source"])))
         cells.insert(first, _cell("code", "from finetune_book.workshop import check_exercise"))
     nb["cells"] = cells
     return nb

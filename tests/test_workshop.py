@@ -171,3 +171,11 @@ def test_the_checks_fail_plausible_wrong_answers_with_a_hint_and_no_answer(capsy
     out = capsys.readouterr().out
     assert out.count("not yet:") == 4 and "micro-batches" in out and "given class itself" in out
     with pytest.raises(ValueError, match="no check for exercise"): check_exercise("99.1", None)
+
+
+def test_student_copy_refuses_what_is_not_a_chapter():
+    from finetune_book.workshop import student_copy, write_student_copies
+    nb = json.loads((NBS / CHAPTERS[0]).read_text())
+    with pytest.raises(ValueError, match="two digits"): student_copy(nb, "6")
+    with pytest.raises(ValueError, match="parsed JSON"): student_copy("02_finetune.ipynb", "02")
+    with pytest.raises(FileNotFoundError, match="no chapter notebooks"): write_student_copies(NBS / "images", "/tmp/none")
