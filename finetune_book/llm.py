@@ -43,15 +43,17 @@ class LLMPlan:
     seeds: tuple       # the headline run is repeated once per seed
     noise: float       # share of wrong answers in the "noisy instructions" run
     n_questions: int   # general questions asked before and after tuning (forgetting)
+    encoder_epochs: int # passes of the MiniLM encoder over the training tweets (the encoder baseline)
+    n_articles: int    # BBC articles in the exercises
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLM_PLANS = {
-    "test": LLMPlan("smollm2-135m", n_train=32, n_test=24, n_generate=8, steps=3, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
-                    seeds=(0,), noise=0.4, n_questions=4),
-    "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=800, n_generate=60, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
-                   seeds=(0,), noise=0.4, n_questions=12),
+    "test": LLMPlan("smollm2-135m", n_train=32, n_test=16, n_generate=8, steps=2, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
+                    seeds=(0,), noise=0.4, n_questions=2, encoder_epochs=2, n_articles=6),
+    "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=1000, n_generate=40, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
+                   seeds=(0,), noise=0.4, n_questions=12, encoder_epochs=10, n_articles=20),
     "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, n_generate=300, steps=300, batch_size=16,
-                   lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), noise=0.4, n_questions=12),
+                   lr=5e-4, r=8, targets=_ATTENTION, seeds=(0, 1, 2), noise=0.4, n_questions=12, encoder_epochs=10, n_articles=20),
 }
 
 def llm_plan(profile:Profile|str=None)->LLMPlan:
@@ -254,6 +256,7 @@ def sft_trainer(model, tokenizer, examples:pd.DataFrame, out_dir:str, steps:int=
                 lr:float=1e-3, peft_config=None, warmup:float=0.1, seed:int=0, max_length:int=512,
                 system:str=None, completion_only:bool=True, progress:bool=False,
                 copy_model:bool=True, # `False`: peft adds the adapters to `model` itself (pass a model you will not reuse)
+                group_by_length:bool=True, # batches of conversations of similar length: less padding, the same examples
                ):
     "TRL's `SFTTrainer` set up the book's way, on a copy of `model`: LoRA adapters, loss on the answers only."
     from transformers import PrinterCallback
@@ -266,6 +269,7 @@ def sft_trainer(model, tokenizer, examples:pd.DataFrame, out_dir:str, steps:int=
                      save_strategy="no", report_to="none", seed=seed, data_seed=seed, max_length=max_length,
                      completion_only_loss=completion_only, disable_tqdm=True, gradient_checkpointing=False,
                      dataloader_pin_memory=torch.cuda.is_available(),
+                     train_sampling_strategy="group_by_length" if group_by_length else "random",
                      **precision_args())  # both flags set: TRL's defaults are for GPUs with bf16
     set_seed(seed)  # the adapters' A matrices are drawn from this seed
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples, system),
@@ -301,6 +305,7 @@ def instruction_tune(model, # a causal LM (copied, never changed) or its short n
                      r:int=8, targets:tuple=("q_proj", "k_proj", "v_proj", "o_proj"), alpha:int=None,
                      dropout:float=0.05, warmup:float=0.1, seed:int=0, max_length:int=512, system:str=None,
                      completion_only:bool=True, # `False` also trains on the prompt's tokens
+                     group_by_length:bool=True, # batches of similar length (less padding); `False`: plain random batches
                      progress:bool=False)->InstructionTuneResult:
     "Supervised fine-tuning with LoRA (TRL `SFTTrainer`): the model learns to answer each prompt with its response."
     _check_instructions(examples)  # everything is checked before a model loads
@@ -313,7 +318,8 @@ def instruction_tune(model, # a causal LM (copied, never changed) or its short n
     with tempfile.TemporaryDirectory() as out:  # a model loaded here is nobody else's: no copy needed
         trainer = sft_trainer(model, tokenizer, examples, out, steps, batch_size, lr,
                               decoder_lora_config(r, targets, alpha, dropout), warmup, seed, max_length, system,
-                              completion_only, progress, copy_model=not loaded)
+                              completion_only, progress, copy_model=not loaded,
+                              group_by_length=group_by_length)
         result = trainer.train()
     tuned = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()  # no autocast wrapper
     return InstructionTuneResult(tuned, tokenizer, _step_history(trainer.state.log_history),
@@ -440,8 +446,8 @@ def llm_work(plan:LLMPlan, seq_len:int=320, # tokens per training conversation (
             Work("rank scoring: few-shot", predict_length=shots_len, **ranked),
             Work("generation: zero-shot, each seed", runs=len(plan.seeds) + 1, predict_length=prompt_len, **generated),
             Work("generation: few-shot", predict_length=shots_len, **generated),
-            Work("encoder: the same tweets x 10 passes", "minilm", runs=1, train_length=64,
-                 train_examples=10 * plan.n_train, predict_texts=plan.n_test, predict_length=64),
+            Work(f"encoder: the same tweets x {plan.encoder_epochs} passes", "minilm", runs=1, train_length=64,
+                 train_examples=plan.encoder_epochs * plan.n_train, predict_texts=plan.n_test, predict_length=64),
             Work("general questions, reloads, examples", plan.model, loads=3,
                  decode_steps=2 * 32 + 3 * 4 + 10 * 32)]  # 2 x 32 tokens, 3 models x 4, about ten examples of <= 32
 
