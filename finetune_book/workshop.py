@@ -8,6 +8,7 @@ Docs: https://finetune-book.github.io/finetune-book/workshop.html.md"""
 from __future__ import annotations
 import copy, json, math, re
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from .provenance import cell_directives, is_environment_cell, read_stamp
 
 # %% auto #0
 __all__ = ['CHAPTERS', 'LIVE_TIMES', 'DAY', 'EXERCISE_CHECKS', 'chapter_title', 'chapter_times', 'record_live_times',
-           'live_times', 'DayPlan', 'agenda', 'chapter_brief', 'questions_with_answers', 'check_exercise',
-           'stub_source', 'student_copy', 'write_student_copies', 'workshop_main']
+           'live_times', 'DayPlan', 'agenda', 'chapter_brief', 'questions_with_answers', 'ExerciseCheck',
+           'check_exercise', 'stub_source', 'check_call', 'student_copy', 'write_student_copies', 'workshop_main']
 
 # %% ../nbs/11_workshop.ipynb #w-times
 CHAPTERS = "0[2-8]_*.ipynb"  # the challenge chapters a workshop day covers
@@ -48,12 +49,15 @@ LIVE_TIMES = "workshop/live_times.json"  # relative to the repository root
 
 def record_live_times(seconds:dict, # notebook file name -> seconds its `test` run took
                       path:str|Path=LIVE_TIMES)->Path:
-    "Write the measured `test`-profile run time of each notebook, with the machine that ran them, to `path`."
+    "Record the measured `test`-profile run time of each notebook in `path`, with the machine that ran them."
     if not seconds: raise ValueError("no notebook times to record; run the notebook tests (tests/test_notebooks.py).")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     info = machine_info()
-    path.write_text(json.dumps({"profile": "test", "machine": {k: info[k] for k in ("cpu", "cpu_cores", "torch_threads")},
-                                "seconds": {k: round(float(v), 1) for k, v in sorted(seconds.items())}}, indent=1) + "\n")
+    machine = {k: info[k] for k in ("cpu", "cpu_cores", "torch_threads")}
+    old = json.loads(path.read_text()) if path.exists() else {}
+    kept = old.get("seconds", {}) if old.get("machine") == machine else {}  # a rerun of some notebooks on the same machine
+    new = kept | {k: round(float(v), 1) for k, v in seconds.items()}  # keeps the others; another machine starts afresh
+    path.write_text(json.dumps({"profile": "test", "machine": machine, "seconds": dict(sorted(new.items()))}, indent=1) + "\n")
     return path
 
 def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
@@ -197,22 +201,115 @@ def _check_strict_format(f)->str|None:
     if any(cases[a] for a in wrong): return "accept a label alone in any case, with one optional full stop and surrounding spaces"
     return "reject an answer with anything else around the label: more words, other punctuation, nothing"
 
-EXERCISE_CHECKS = {"02.4": ("ex4_pipe", _check_char_pipeline), "03.4": ("margin_scores", _check_margins),
-                   "04.4": ("knn_method", _check_knn), "05.4": ("ex4_lever", _check_lever),
-                   "06.4": ("word_scores", _check_word_scores), "07.4": ("mentions_with_names", _check_mentions),
-                   "08.3": ("strict_format", _check_strict_format)}  # exercise -> (the name the learner writes, its check)
+
+# %% ../nbs/11_workshop.ipynb #w-value-checks
+def _whole_number(x)->bool: return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+def _check_conflict_groups(answer, conflicts:pd.DataFrame)->str|None:
+    "03.1: the conflict groups with a neutral tweet in them, each group counted once."
+    if not _whole_number(answer): return "give a whole number: how many groups"
+    right = conflicts.loc[conflicts.label == "neutral", "group"].nunique()
+    if answer == right: return None
+    if answer == int((conflicts.label == "neutral").sum()): return "that counts tweets; count each group once"
+    if answer == conflicts.group.nunique(): return "that is every conflict group; keep those where neutral is one of the labels"
+    return "count the groups whose labels include neutral (`labels_in_group`), each group once"
+
+def _check_nested_samples(answer, pool_tweets:pd.DataFrame)->str|None:
+    "04.1: is the 8-per-class sample with seed 3 inside the 16-per-class sample with seed 3?"
+    from finetune_book.sparse import sample_k_shot
+    if not isinstance(answer, (bool, np.bool_)): return "answer True or False"
+    right = set(sample_k_shot(pool_tweets, 8, seed=3).index) <= set(sample_k_shot(pool_tweets, 16, seed=3).index)
+    if bool(answer) != right: return "compare the rows' index labels of both samples (seed 3 both times), not texts or positions"
+
+def _check_rejections(answer, pairs:pd.DataFrame)->str|None:
+    "04.2: the share of paraphrases the judge rejected, and the commonest reason among the rejected ones."
+    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (share rejected, commonest reason)"
+    share, reason = answer
+    rejected = pairs.loc[~pairs.kept, "reason"]
+    if abs(float(share) - (1 - pairs.kept.mean())) > 5e-4:
+        if abs(float(share) - pairs.kept.mean()) <= 5e-4: return "that is the share kept; the exercise asks for the share rejected"
+        return "the share rejected is the rejected pairs over all pairs (a number between 0 and 1)"
+    if reason != (rejected.value_counts().idxmax() if len(rejected) else None):
+        return "count the reasons of the rejected pairs only ('ok' is the reason of the kept ones)"
+
+def _check_t4_estimate(answer)->str|None:
+    "05.1: the estimated peak (GB) of full BERT-base fine-tuning in 16-bit mixed precision at 32 x 512 on a GPU, without and with checkpointing."
+    from finetune_book.compute import bert_base_config, estimate_training_memory
+    if not isinstance(answer, dict) or set(answer) != {False, True}:
+        return "give a dict: {False: GB without checkpointing, True: GB with it}"
+    est = lambda precision="bf16", target="gpu", ck=False: estimate_training_memory(
+        bert_base_config(), "full", precision, 32, 512, gradient_checkpointing=ck, target=target).total
+    close = lambda got, want: abs(float(got) - want) <= 0.005 * want
+    if all(close(answer[ck], est(ck=ck) / 1e9) for ck in (False, True)): return None
+    if all(close(answer[ck], est(ck=ck) / 2**30) for ck in (False, True)): return "in GB of 1e9 bytes, not GiB"
+    if all(close(answer[ck], est(ck=ck) / 1e6) for ck in (False, True)): return "in GB, not MB"
+    if close(answer[False], est("fp32") / 1e9): return "the exercise asks for 16-bit mixed precision, not fp32"
+    if close(answer[False], est(target="cpu") / 1e9): return "estimate for a GPU (`target=\"gpu\"`): its fused attention keeps less"
+    if close(answer[False], answer[True]): return "checkpointing should change the estimate: pass `gradient_checkpointing` through"
+    return "full fine-tuning of BERT-base at batch 32 x 512 tokens; the `total` of each estimate, in GB"
+
+def _check_pick(answer, best, value:float, hints:tuple, known_wrong:dict)->str|None:
+    "A pair `(row label, number)`: right when the row is `best` and the number `value`; `hints`: (not a pair, another row, a wrong number)."
+    if not isinstance(answer, tuple) or len(answer) != 2: return hints[0]
+    row, number = answer
+    if row != best: return next((hint for r, hint in known_wrong.items() if r == row), hints[1])
+    if abs(float(number) - value) > 5e-4: return hints[2]
+
+def _check_sufficiency(answer, faith:pd.DataFrame)->str|None:
+    "06.2: the method with the lowest sufficiency, and how far below random's it is."
+    s = faith.sufficiency
+    return _check_pick(answer, s.idxmin(), s["random"] - s.min(),
+                       ("give a pair: (method, how much lower than random)", "pick the method whose sufficiency is lowest in the table",
+                        "random's sufficiency minus the best method's: a positive number"),
+                       {s.idxmax(): "lower sufficiency is better: the rationale alone keeps the prediction"})
+
+def _check_swap(answer)->str|None:
+    "07.1: the sentence after CDA's swap, as `counterfactual_augment` writes it."
+    from finetune_book.fairness import counterfactual_augment
+    if not isinstance(answer, str): return "give the swapped sentence as a string"
+    if answer != counterfactual_augment(["Her mother told her to wait for her."])[0]:
+        return "run `counterfactual_augment` on the sentence and keep its output exactly, then read each swap"
+
+def _check_worst_template(answer, by_template:pd.DataFrame)->str|None:
+    "07.2: the template with the largest mean gender gap, and the share of its pairs that flip."
+    worst = by_template.gap.idxmax()
+    return _check_pick(answer, worst, by_template.loc[worst, "flip"],
+                       ("give a pair: (template, share of its pairs that flip)", "the template with the largest mean gap (the `gap` column)",
+                        "the flip share of that template's pairs (the `flip` column)"),
+                       {by_template.flip.idxmax(): "rank the templates by their mean gap, not by their flips"})
+
+class ExerciseCheck(NamedTuple):
+    "What `check_exercise` needs for one exercise."
+    name: str              # what the learner writes: a function, an object or an answer `ex1`, `ex2`, ...
+    check: Callable        # (answer, **context) -> a hint, or None when right
+    context: tuple = ()    # the chapter's names the check also needs, passed by keyword
+
+EXERCISE_CHECKS = {
+    "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline), "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)),
+    "03.4": ExerciseCheck("margin_scores", _check_margins), "04.1": ExerciseCheck("ex1", _check_nested_samples, ("pool_tweets",)),
+    "04.2": ExerciseCheck("ex2", _check_rejections, ("pairs",)), "04.4": ExerciseCheck("knn_method", _check_knn),
+    "05.1": ExerciseCheck("ex1", _check_t4_estimate), "05.4": ExerciseCheck("ex4_lever", _check_lever),
+    "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)), "06.4": ExerciseCheck("word_scores", _check_word_scores),
+    "07.1": ExerciseCheck("ex1", _check_swap), "07.2": ExerciseCheck("ex2", _check_worst_template, ("by_template",)),
+    "07.4": ExerciseCheck("mentions_with_names", _check_mentions), "08.3": ExerciseCheck("strict_format", _check_strict_format)}
+
 
 # %% ../nbs/11_workshop.ipynb #w-check-ex
 def check_exercise(exercise:str, # chapter and number, e.g. "06.4" (see `EXERCISE_CHECKS`)
-                   answer, # what the exercise asks the learner to write: a function or an object
-                   quiet:bool=False)->bool:
-    "Try `answer` on small cases with known results; print *right* or a hint (never the answer) and return whether it passed."
+                   answer, # what the exercise asks the learner to write: a function, an object or a value
+                   quiet:bool=False,
+                   **context, # the chapter's tables a value is checked against, e.g. `conflicts=conflicts` (see `EXERCISE_CHECKS`)
+                  )->bool:
+    "Check `answer` (on small cases with known results, or against `context`); print *right* or a hint (never the answer); return whether it passed."
     if exercise not in EXERCISE_CHECKS:
         raise ValueError(f"no check for exercise {exercise!r}; the checked exercises are {sorted(EXERCISE_CHECKS)}.")
-    name, check = EXERCISE_CHECKS[exercise]
+    name, check, needs = EXERCISE_CHECKS[exercise]
+    if set(context) != set(needs):
+        raise TypeError(f"exercise {exercise} is checked against {list(needs) or 'nothing'}; call "
+                        f"check_exercise({exercise!r}, {name}" + "".join(f", {n}={n}" for n in needs) + ")")
     if answer is ... or answer is None: hint = f"`{name}` is still the stub: write it first"
     else:
-        try: hint = check(answer)
+        try: hint = check(answer, **context)
         except NotImplementedError: hint = f"`{name}` is still the stub: write it first"
         except Exception as e: hint = f"it raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
     if not quiet: print(f"exercise {exercise}: " + ("right" if hint is None else f"not yet: {hint}"))
@@ -233,6 +330,11 @@ def stub_source(src:str)->str:
             out += [f"{t.id} = ...  # your answer" for t in node.targets if isinstance(t, ast.Name) and t.id.startswith("ex")]
     return "\n".join(["# Exercise: replace the stubs below with your solution."] + out).rstrip() + "\n"
 
+def check_call(exercise:str)->str:
+    "The line a student copy runs to check `exercise`, e.g. `check_exercise(\"03.1\", ex1, conflicts=conflicts)`."
+    name, _, needs = EXERCISE_CHECKS[exercise]
+    return f'check_exercise("{exercise}", {name}' + "".join(f", {n}={n}" for n in needs) + ")"
+
 def _cell(kind:str, src:str)->dict:
     c = {"cell_type": kind, "metadata": {}, "source": src.splitlines(keepends=True)}
     return c | ({"execution_count": None, "outputs": []} if kind == "code" else {})
@@ -245,7 +347,7 @@ def student_copy(nb:dict, # a chapter notebook, as parsed JSON; left unchanged
         raise ValueError("nb must be a notebook as parsed JSON (a dict with a 'cells' list): json.loads(path.read_text()).")
     if not re.fullmatch(r"\d\d", str(chapter)): raise ValueError(f"chapter must be two digits, e.g. '06', got {chapter!r}.")
     nb, cells = copy.deepcopy(nb), []
-    checks = {name: ex for ex, (name, _) in EXERCISE_CHECKS.items() if ex.startswith(f"{chapter}.")}
+    checks = {c.name: ex for ex, c in EXERCISE_CHECKS.items() if ex.startswith(f"{chapter}.")}
     in_exercises = False
     for c in nb["cells"]:
         src = "".join(c["source"])
@@ -265,7 +367,7 @@ def student_copy(nb:dict, # a chapter notebook, as parsed JSON; left unchanged
         if in_exercises and "code-fold" in directives:
             stub = stub_source(src)
             cells.append(_cell("code", stub))
-            cells += [_cell("code", f'check_exercise("{checks[n]}", {n})') for n in checks if re.search(rf"^(def )?{n}\b", stub, flags=re.M)]
+            cells += [_cell("code", check_call(checks[n])) for n in checks if re.search(rf"^(def )?{n}\b", stub, flags=re.M)]
             continue
         if not keep_outputs and c["cell_type"] == "code": c = c | {"outputs": [], "execution_count": None}
         cells.append(c)

@@ -104,10 +104,10 @@ def chapter_env(exercise:str)->dict:
             "KNeighborsClassifier": KNeighborsClassifier, "make_pipeline": make_pipeline}
 
 
-def reference_answer(exercise:str, name:str):
-    "The chapter's own solution for `name`, executed from its solution cell in the chapter module's namespace."
+def reference_answer(exercise:str, name:str, **context):
+    "The chapter's own solution for `name`, executed from its solution cell in the chapter module's namespace (and `context`)."
     import ast
-    nb, env = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()), chapter_env(exercise)
+    nb, env = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()), {**chapter_env(exercise), **context}
     for src in solution_cells(nb):
         tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith("#|")))
         for node in tree.body:
@@ -153,7 +153,7 @@ def test_each_checked_exercise_passes_its_reference_and_fails_its_stub(exercise,
     cells = ["".join(c["source"]) for c in copy["cells"] if c["cell_type"] == "code"]
     call = f'check_exercise("{exercise}", {name})'
     assert call in cells and "from finetune_book.workshop import check_exercise" in cells  # the checker is in the copy
-    stub = cells[cells.index(call) - 1]
+    stub = next(c for c in reversed(cells[:cells.index(call)]) if not c.startswith("check_exercise("))  # after the stub: its checks
     assert stub.startswith("# Exercise: replace the stubs")
     env = chapter_env(exercise)
     exec(compile("\n".join(l for l in stub.splitlines() if not re.match(r"\w+ = \.\.\.", l) or l.startswith(name)), "stub", "exec"), env)
@@ -179,3 +179,44 @@ def test_student_copy_refuses_what_is_not_a_chapter():
     with pytest.raises(ValueError, match="two digits"): student_copy(nb, "6")
     with pytest.raises(ValueError, match="parsed JSON"): student_copy("02_finetune.ipynb", "02")
     with pytest.raises(FileNotFoundError, match="no chapter notebooks"): write_student_copies(NBS / "images", "/tmp/none")
+
+
+def value_contexts():
+    "Small stand-ins for the chapters' tables that value answers are checked against, and a plausible wrong answer each."
+    import pandas as pd
+    from finetune_book.data import load_tweets
+    conflicts = pd.DataFrame({"group": [0, 0, 1, 1, 2, 2, 2, 3, 3],
+                              "label": ["negative", "neutral", "negative", "positive", "neutral", "positive", "neutral", "negative", "positive"]})
+    conflicts["labels_in_group"] = conflicts.groupby("group").label.transform(lambda l: ", ".join(sorted(set(l))))
+    tweets = load_tweets().head(600)
+    return {"03.1": ({"conflicts": conflicts}, 3, "counts tweets"),              # 3 neutral rows in 2 groups
+            "04.1": ({"pool_tweets": tweets[["text", "label"]]}, "negate", "index labels"),  # "negate": the opposite of the truth
+            "04.2": ({"pairs": pd.DataFrame({"kept": [True, False, False, False, True],
+                                             "reason": ["ok", "drifted", "copy", "drifted", "ok"]})}, (0.4, "drifted"), "share kept"),
+            "05.1": ({}, "fp32", "not fp32"),                                  # "fp32": the answer computed in fp32, below
+            "06.2": ({"faith": pd.DataFrame({"sufficiency": [0.01, 0.28, 0.07]}, index=["integrated_gradients", "random", "attention"])},
+                     ("random", 0.0), "lower sufficiency is better"),
+            "07.1": ({}, "Her mother told her to wait for her.", "counterfactual_augment"),
+            "07.2": ({"by_template": pd.DataFrame({"gap": [0.07, 0.06], "flip": [0.05, 0.08]}, index=["A", "B"])}, ("B", 0.08),
+                     "mean gap")}
+
+
+@pytest.mark.parametrize("exercise", ["03.1", "04.1", "04.2", "05.1", "06.2", "07.1", "07.2"])
+def test_each_value_check_passes_the_chapters_solution_and_fails_a_wrong_value_and_the_stub(exercise, copies, capsys):
+    from finetune_book.workshop import EXERCISE_CHECKS, check_call, check_exercise
+    context, wrong, hint = value_contexts()[exercise]
+    name = EXERCISE_CHECKS[exercise].name
+    right = reference_answer(exercise, name, **context)  # the chapter's own solution line, run on the stand-in tables
+    assert check_exercise(exercise, right, quiet=True, **context) is True
+    if wrong == "fp32":
+        from finetune_book.compute import bert_base_config, estimate_training_memory
+        wrong = {ck: estimate_training_memory(bert_base_config(), "full", "fp32", 32, 512, gradient_checkpointing=ck,
+                                              target="gpu").total / 1e9 for ck in (False, True)}
+    if wrong == "negate": wrong = not right
+    assert check_exercise(exercise, wrong, **context) is False
+    out = capsys.readouterr().out
+    assert hint in out and (isinstance(right, bool) or str(right) not in out.replace(f"exercise {exercise}", ""))  # a hint, never the answer
+    assert check_exercise(exercise, ..., quiet=True, **context) is False  # the stub
+    with pytest.raises(TypeError, match="check_exercise"): check_exercise(exercise, right, unrelated=1)
+    copy = copies[next(n for n in CHAPTERS if n.startswith(exercise[:2]))]
+    assert check_call(exercise) in ["".join(c["source"]) for c in copy["cells"]]  # the student copy calls it with the tables
