@@ -278,6 +278,93 @@ def _check_worst_template(answer, by_template:pd.DataFrame)->str|None:
                         "the flip share of that template's pairs (the `flip` column)"),
                        {by_template.flip.idxmax(): "rank the templates by their mean gap, not by their flips"})
 
+def _close(a, b, tol:float)->bool:
+    try: return abs(float(a) - float(b)) <= tol
+    except (TypeError, ValueError): return False
+
+def _check_padding(answer, data:dict, run)->str|None:
+    "02.1: the padding share of each strategy at batch size 64 for the chapter's training rows (truncated at 128 tokens)."
+    from finetune_book.data import padding_share
+    strategies = ("max_length", "dynamic", "grouped")
+    if not isinstance(answer, dict) or set(answer) != set(strategies): return f"give a dict with one share per strategy: {list(strategies)}"
+    lengths = [len(ids) for ids in run.tokenizer(data["train"]["text"].tolist(), truncation=True, max_length=128)["input_ids"]]
+    share = lambda b, s: padding_share(lengths, b, s)
+    if all(_close(answer[s], share(64, s), 1e-3) for s in strategies): return None
+    if all(_close(answer[s], 100 * share(64, s), 0.1) for s in strategies): return "give shares between 0 and 1, not percent"
+    if any(all(_close(answer[s], share(b, s), 1e-3) for s in strategies) for b in (8, 16, 32)):
+        return "at batch size 64, the exercise's, not the chapter's training batch"
+    return "the token lengths of the training rows (truncated at 128, as the seed does), then `padding_share(lengths, 64, strategy)`"
+
+def _check_smallest_k(answer, curves:dict)->str|None:
+    "04.3: on the BBC curve at the smallest k, the method with the highest mean accuracy, and SetFit's wins over plain fine-tuning."
+    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (method, SetFit's wins)"
+    method, wins = answer
+    curve = curves["bbc"]
+    at = curve[curve.k == curve.k.min()]
+    means = at.groupby("method").accuracy.mean()
+    if method not in set(means.index): return f"name one of the curve's methods: {sorted(means.index)}"
+    if means[method] < means.max() - 1e-12:
+        last = curve[curve.k == curve.k.max()].groupby("method").accuracy.mean()
+        if method == last.idxmax(): return "at the smallest k, not the largest"
+        return "the method whose mean accuracy over the seeds is highest at the smallest k"
+    seeds = at.pivot(index="seed", columns="method", values="accuracy")
+    if not _whole_number(wins): return "give SetFit's wins as a whole number of seeds"
+    if wins != int((seeds["SetFit"] > seeds["full fine-tuning"]).sum()):
+        if wins == int((seeds["SetFit"] < seeds["full fine-tuning"]).sum()): return "count the seeds SetFit won, not the ones it lost"
+        return "compare SetFit with full fine-tuning seed by seed at the smallest k, and count where SetFit is higher"
+
+def _check_lora_factors(answer, big:dict)->str|None:
+    "05.2: the factors by which LoRA shrinks the 1B decoder's trainable parameters and its estimated peak at 4 x 1024 tokens."
+    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (trainable factor, peak factor)"
+    full, lora = big["1B decoder, full, b4 x 1024"], big["1B decoder, LoRA, b4 x 1024"]
+    params, peak = answer
+    if not _close(params, full.trainable / lora.trainable, max(0.5, 1e-3 * full.trainable / lora.trainable)):
+        if _close(params, lora.trainable / full.trainable, 1e-3): return "divide the full run's by LoRA's: a factor above 1"
+        return "the full run's trainable parameters over LoRA's (each estimate's `trainable`)"
+    if not _close(peak, full.total / lora.total, 0.006):
+        if _close(peak, full.weights / lora.weights, 0.006) or _close(peak, full.activations / lora.activations, 0.006):
+            return "compare the whole estimated peak (`total`), not one part of it"
+        return "the full run's estimated peak (`total`) over LoRA's, at 4 x 1024 tokens"
+
+def _check_memory_levers(answer, lever_table:pd.DataFrame, levers:dict)->str|None:
+    "05.3: the levers whose peak is at most two thirds of dynamic + grouping's, each with its speed relative to it."
+    base = lever_table.loc["dynamic + length grouping"]
+    rest = lever_table.drop(index=list(levers)[:3])
+    saving = rest[rest.peak_mb <= 2 / 3 * base.peak_mb]
+    if not isinstance(answer, dict): return "give a dict: lever name -> its speed relative to dynamic + length grouping"
+    if set(answer) != set(saving.index):
+        if set(answer) - set(lever_table.index): return "use the lever table's names for the levers"
+        return "keep every lever after the first three whose `peak_mb` is at most 2/3 of dynamic + grouping's, and no other"
+    speed = {name: base.seconds_per_step / r.seconds_per_step for name, r in saving.iterrows()}
+    if all(_close(answer[k], v, 0.006) for k, v in speed.items()): return None
+    if all(_close(answer[k], 1 / v, 0.006 / v**2) for k, v in speed.items()):  # the inverse of a rounded ratio
+        return "speed is the inverse of time: dynamic + grouping's seconds per step over the lever's"
+    return "each lever's speed: dynamic + grouping's seconds per step over the lever's (below 1 is slower)"
+
+def _check_tcav_rows(answer, concept_tcav:pd.DataFrame)->str|None:
+    "06.3: the TCAV rows the Holm-adjusted test calls 'raises' or 'lowers', with their `degenerate` flag."
+    cols = ["concept", "label", "layer"]
+    if not isinstance(answer, pd.DataFrame) or not set(cols + ["degenerate"]) <= set(answer.columns):
+        return "give the table's rows (a DataFrame) with their concept, label, layer and degenerate columns"
+    key = lambda t: set(map(tuple, t[cols].astype(str).to_numpy()))
+    right = concept_tcav[concept_tcav.verdict != "no evidence"]
+    if key(answer) != key(right):
+        if "p_value" in concept_tcav and key(answer) == key(concept_tcav[concept_tcav.p_value < 0.05]):
+            return "use the Holm-adjusted verdict (or `p_holm`), not the raw p: several layers are tested at once"
+        return "keep exactly the rows whose verdict is 'raises' or 'lowers'"
+    merged = answer.merge(right, on=cols, suffixes=("", "_right"))
+    if not (merged.degenerate.astype(bool) == merged.degenerate_right.astype(bool)).all():
+        return "keep each row's own `degenerate` flag (scores all 0 or all 1)"
+
+def _check_name_augmentation(answer, train_df:pd.DataFrame, cda_train:pd.DataFrame)->str|None:
+    "07.3: how many more training tweets change when the probe's name swaps join CDA's word list."
+    from finetune_book.fairness import counterfactual_table, probe_name_swaps
+    if not _whole_number(answer): return "give a whole number of tweets"
+    both = int(counterfactual_table(train_df, names=probe_name_swaps()).augmented.sum())
+    if answer == both - int(cda_train.augmented.sum()): return None
+    if answer == both: return "that is every tweet that changes; subtract those CDA's word list already changes"
+    return "augment the training tweets with `names=probe_name_swaps()` and compare the count of augmented rows with CDA's alone"
+
 class ExerciseCheck(NamedTuple):
     "What `check_exercise` needs for one exercise."
     name: str              # what the learner writes: a function, an object or an answer `ex1`, `ex2`, ...
@@ -285,12 +372,16 @@ class ExerciseCheck(NamedTuple):
     context: tuple = ()    # the chapter's names the check also needs, passed by keyword
 
 EXERCISE_CHECKS = {
-    "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline), "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)),
-    "03.4": ExerciseCheck("margin_scores", _check_margins), "04.1": ExerciseCheck("ex1", _check_nested_samples, ("pool_tweets",)),
-    "04.2": ExerciseCheck("ex2", _check_rejections, ("pairs",)), "04.4": ExerciseCheck("knn_method", _check_knn),
-    "05.1": ExerciseCheck("ex1", _check_t4_estimate), "05.4": ExerciseCheck("ex4_lever", _check_lever),
-    "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)), "06.4": ExerciseCheck("word_scores", _check_word_scores),
-    "07.1": ExerciseCheck("ex1", _check_swap), "07.2": ExerciseCheck("ex2", _check_worst_template, ("by_template",)),
+    "02.1": ExerciseCheck("ex1", _check_padding, ("data", "run")), "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline),
+    "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)), "03.4": ExerciseCheck("margin_scores", _check_margins),
+    "04.1": ExerciseCheck("ex1", _check_nested_samples, ("pool_tweets",)), "04.2": ExerciseCheck("ex2", _check_rejections, ("pairs",)),
+    "04.3": ExerciseCheck("ex3", _check_smallest_k, ("curves",)), "04.4": ExerciseCheck("knn_method", _check_knn),
+    "05.1": ExerciseCheck("ex1", _check_t4_estimate), "05.2": ExerciseCheck("ex2", _check_lora_factors, ("big",)),
+    "05.3": ExerciseCheck("ex3", _check_memory_levers, ("lever_table", "levers")), "05.4": ExerciseCheck("ex4_lever", _check_lever),
+    "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)), "06.3": ExerciseCheck("ex3", _check_tcav_rows, ("concept_tcav",)),
+    "06.4": ExerciseCheck("word_scores", _check_word_scores), "07.1": ExerciseCheck("ex1", _check_swap),
+    "07.2": ExerciseCheck("ex2", _check_worst_template, ("by_template",)),
+    "07.3": ExerciseCheck("ex3", _check_name_augmentation, ("train_df", "cda_train")),
     "07.4": ExerciseCheck("mentions_with_names", _check_mentions), "08.3": ExerciseCheck("strict_format", _check_strict_format)}
 
 

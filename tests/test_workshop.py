@@ -99,9 +99,23 @@ def chapter_env(exercise:str)->dict:
     from sklearn.pipeline import make_pipeline
     text = next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()
     module = re.search(r"#\|\s*default_exp\s+(\w+)", text).group(1)
-    return {**vars(importlib.import_module(f"finetune_book.{module}")), "np": np, "pd": pd, "re": re,
+    return {**vars(importlib.import_module("finetune_book.data")), **vars(importlib.import_module(f"finetune_book.{module}")),
+            "np": np, "pd": pd, "re": re,
             "TfidfVectorizer": TfidfVectorizer, "LogisticRegression": LogisticRegression,
             "KNeighborsClassifier": KNeighborsClassifier, "make_pipeline": make_pipeline}
+
+
+def needed_nodes(body:list, name:str)->list:
+    "The statements of a solution cell that define `name`, with the earlier ones whose names it reads (e.g. `_f, _l = ...`)."
+    import ast
+    defines = lambda node: {t.id for n in ([node] if isinstance(node, ast.FunctionDef) else getattr(node, "targets", []))
+                            for t in ast.walk(n) if isinstance(t, ast.Name)} | ({node.name} if isinstance(node, ast.FunctionDef) else set())
+    i = next(i for i, node in enumerate(body) if name in defines(node))
+    wanted, keep = {n.id for n in ast.walk(body[i]) if isinstance(n, ast.Name)}, [body[i]]
+    for node in reversed(body[:i]):
+        if defines(node) & wanted:
+            keep.insert(0, node); wanted |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    return keep
 
 
 def reference_answer(exercise:str, name:str, **context):
@@ -110,13 +124,16 @@ def reference_answer(exercise:str, name:str, **context):
     nb, env = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()), {**chapter_env(exercise), **context}
     for src in solution_cells(nb):
         tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith("#|")))
-        for node in tree.body:
-            named = (isinstance(node, ast.FunctionDef) and node.name == name or
-                     isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets))
-            if named:
-                exec(compile(ast.Module([node], []), exercise, "exec"), env)
-                return env[name]
+        if any(name in {getattr(t, "id", None) for t in getattr(node, "targets", [])} | {getattr(node, "name", None)} for node in tree.body):
+            exec(compile(ast.Module(needed_nodes(tree.body, name), []), exercise, "exec"), env)
+            return env[name]
     raise LookupError(f"{name} is not in chapter {exercise[:2]}'s solutions")
+
+
+def test_a_solution_runs_with_the_lines_it_reads_and_no_other():
+    import ast
+    body = ast.parse("a = 1\n_x = 2\nb = expensive()\n_y = _x + 1\nex = _y * a").body
+    assert [ast.unparse(n) for n in needed_nodes(body, "ex")] == ["a = 1", "_x = 2", "_y = _x + 1", "ex = _y * a"]
 
 
 @pytest.fixture(scope="module")
@@ -182,37 +199,75 @@ def test_student_copy_refuses_what_is_not_a_chapter():
 
 
 def value_contexts():
-    "Small stand-ins for the chapters' tables that value answers are checked against, and a plausible wrong answer each."
-    import pandas as pd
-    from finetune_book.data import load_tweets
+    """Small stand-ins for the chapters' tables that value answers are checked against, a plausible wrong answer each (or a function
+    of the right one and the stand-ins) and the hint it must get."""
+    import types
+    import numpy as np, pandas as pd
+    from finetune_book.core import load_tokenizer
+    from finetune_book.data import load_tweets, padding_share
+    from finetune_book.fairness import counterfactual_table
     conflicts = pd.DataFrame({"group": [0, 0, 1, 1, 2, 2, 2, 3, 3],
                               "label": ["negative", "neutral", "negative", "positive", "neutral", "positive", "neutral", "negative", "positive"]})
     conflicts["labels_in_group"] = conflicts.groupby("group").label.transform(lambda l: ", ".join(sorted(set(l))))
     tweets = load_tweets().head(600)
-    return {"03.1": ({"conflicts": conflicts}, 3, "counts tweets"),              # 3 neutral rows in 2 groups
-            "04.1": ({"pool_tweets": tweets[["text", "label"]]}, "negate", "index labels"),  # "negate": the opposite of the truth
+    run = types.SimpleNamespace(tokenizer=load_tokenizer("minilm"))
+    at_16 = lambda right, data, run: {s: round(padding_share([len(i) for i in run.tokenizer(data["train"]["text"].tolist(), truncation=True,
+                                                             max_length=128)["input_ids"]], 16, s), 3) for s in right}
+    rng = np.random.default_rng(0)  # a BBC curve: prototypes best at k=2, SetFit best at k=8, SetFit ahead of fine-tuning on 2 of 3 seeds at k=2
+    curve = pd.DataFrame([dict(method=m, k=k, seed=s, accuracy=base + 0.01 * rng.random())
+                          for k, means in ((2, {"full fine-tuning": 0.40, "SetFit": 0.42, "prototypes": 0.60}),
+                                           (8, {"full fine-tuning": 0.70, "SetFit": 0.90, "prototypes": 0.65}))
+                          for m, base in means.items() for s in range(3)])
+    curve.loc[(curve.k == 2) & (curve.method == "SetFit") & (curve.seed == 0), "accuracy"] = 0.30
+    report = lambda trainable, total, weights: types.SimpleNamespace(trainable=trainable, total=total, weights=weights, activations=total - weights)
+    big = {"1B decoder, full, b4 x 1024": report(1_235_814_400, 40e9, 5e9), "1B decoder, LoRA, b4 x 1024": report(5_636_096, 22e9, 5e9)}
+    names = ["seed recipe: pad to max_length", "dynamic padding", "dynamic + length grouping", "+ gradient accumulation (4 x 4)",
+             "+ gradient checkpointing", "+ bf16 autocast", "+ LoRA"]
+    lever_table = pd.DataFrame({"peak_mb": [900, 700, 600, 320, 330, 560, 430], "seconds_per_step": [2.0, 0.6, 0.5, 0.65, 0.7, 0.3, 0.28]},
+                               index=names)
+    tcav = pd.DataFrame({"concept": ["thanks", "thanks", "delay", "delay"], "label": ["positive", "negative", "positive", "negative"],
+                         "layer": [4, 4, 3, 6], "p_value": [0.001, 0.02, 0.004, 0.3], "p_holm": [0.004, 0.06, 0.012, 1.0],
+                         "degenerate": [False, False, True, True]})
+    tcav["verdict"] = np.where(tcav.p_holm >= 0.05, "no evidence", "raises")
+    train_df = tweets[["text", "label"]].head(800)
+    return {"02.1": ({"data": {"train": tweets}, "run": run}, at_16, "batch size 64"),
+            "03.1": ({"conflicts": conflicts}, 3, "counts tweets"),              # 3 neutral rows in 2 groups
+            "04.1": ({"pool_tweets": tweets[["text", "label"]]}, lambda right, **_: not right, "index labels"),
             "04.2": ({"pairs": pd.DataFrame({"kept": [True, False, False, False, True],
                                              "reason": ["ok", "drifted", "copy", "drifted", "ok"]})}, (0.4, "drifted"), "share kept"),
-            "05.1": ({}, "fp32", "not fp32"),                                  # "fp32": the answer computed in fp32, below
+            "04.3": ({"curves": {"bbc": curve}}, lambda right, **_: ("SetFit", right[1]), "smallest k"),
+            "05.1": ({}, lambda right: fp32_estimate(), "not fp32"),
+            "05.2": ({"big": big}, lambda right, **_: (right[0], 1.0), "whole estimated peak"),  # the weights' ratio
+            "05.3": ({"lever_table": lever_table, "levers": dict.fromkeys(names)}, lambda right, **_: {k: round(1 / v, 2) for k, v in right.items()},
+                     "inverse of time"),
             "06.2": ({"faith": pd.DataFrame({"sufficiency": [0.01, 0.28, 0.07]}, index=["integrated_gradients", "random", "attention"])},
                      ("random", 0.0), "lower sufficiency is better"),
+            "06.3": ({"concept_tcav": tcav}, lambda right, concept_tcav: concept_tcav[concept_tcav.p_value < 0.05], "Holm-adjusted"),
             "07.1": ({}, "Her mother told her to wait for her.", "counterfactual_augment"),
             "07.2": ({"by_template": pd.DataFrame({"gap": [0.07, 0.06], "flip": [0.05, 0.08]}, index=["A", "B"])}, ("B", 0.08),
-                     "mean gap")}
+                     "mean gap"),
+            "07.3": ({"train_df": train_df, "cda_train": counterfactual_table(train_df)},
+                     lambda right, train_df, cda_train: right + int(cda_train.augmented.sum()), "subtract")}
 
 
-@pytest.mark.parametrize("exercise", ["03.1", "04.1", "04.2", "05.1", "06.2", "07.1", "07.2"])
+def fp32_estimate()->dict:
+    "Exercise 5.1's estimate made in fp32 instead of 16-bit mixed precision: a plausible slip."
+    from finetune_book.compute import bert_base_config, estimate_training_memory
+    return {ck: estimate_training_memory(bert_base_config(), "full", "fp32", 32, 512, gradient_checkpointing=ck, target="gpu").total / 1e9
+            for ck in (False, True)}
+
+
+VALUE_EXERCISES = ["02.1", "03.1", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.2", "06.3", "07.1", "07.2", "07.3"]
+
+
+@pytest.mark.parametrize("exercise", VALUE_EXERCISES)
 def test_each_value_check_passes_the_chapters_solution_and_fails_a_wrong_value_and_the_stub(exercise, copies, capsys):
     from finetune_book.workshop import EXERCISE_CHECKS, check_call, check_exercise
     context, wrong, hint = value_contexts()[exercise]
     name = EXERCISE_CHECKS[exercise].name
-    right = reference_answer(exercise, name, **context)  # the chapter's own solution line, run on the stand-in tables
+    right = reference_answer(exercise, name, **context)  # the chapter's own solution, run on the stand-in tables
     assert check_exercise(exercise, right, quiet=True, **context) is True
-    if wrong == "fp32":
-        from finetune_book.compute import bert_base_config, estimate_training_memory
-        wrong = {ck: estimate_training_memory(bert_base_config(), "full", "fp32", 32, 512, gradient_checkpointing=ck,
-                                              target="gpu").total / 1e9 for ck in (False, True)}
-    if wrong == "negate": wrong = not right
+    if callable(wrong): wrong = wrong(right, **context)
     assert check_exercise(exercise, wrong, **context) is False
     out = capsys.readouterr().out
     assert hint in out and (isinstance(right, bool) or str(right) not in out.replace(f"exercise {exercise}", ""))  # a hint, never the answer
