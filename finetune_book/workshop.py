@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/workshop.html.md"""
 
 # %% ../nbs/11_workshop.ipynb #w-imports
 from __future__ import annotations
-import copy, json, math, re
+import copy, functools, json, math, re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 from pathlib import Path
@@ -232,13 +232,17 @@ def _check_rejections(answer, pairs:pd.DataFrame)->str|None:
     if reason != (rejected.value_counts().idxmax() if len(rejected) else None):
         return "count the reasons of the rejected pairs only ('ok' is the reason of the kept ones)"
 
+@functools.lru_cache(maxsize=None)
+def _bert_base_peak(precision:str="bf16", target:str="gpu", ck:bool=False)->int:
+    "The estimated peak (bytes) of full BERT-base fine-tuning at 32 x 512 (made once per setting: each takes seconds)."
+    from finetune_book.compute import bert_base_config, estimate_training_memory
+    return estimate_training_memory(bert_base_config(), "full", precision, 32, 512, gradient_checkpointing=ck, target=target).total
+
 def _check_t4_estimate(answer)->str|None:
     "05.1: the estimated peak (GB) of full BERT-base fine-tuning in 16-bit mixed precision at 32 x 512 on a GPU, without and with checkpointing."
-    from finetune_book.compute import bert_base_config, estimate_training_memory
     if not isinstance(answer, dict) or set(answer) != {False, True}:
         return "give a dict: {False: GB without checkpointing, True: GB with it}"
-    est = lambda precision="bf16", target="gpu", ck=False: estimate_training_memory(
-        bert_base_config(), "full", precision, 32, 512, gradient_checkpointing=ck, target=target).total
+    est = _bert_base_peak
     close = lambda got, want: abs(float(got) - want) <= 0.005 * want
     if all(close(answer[ck], est(ck=ck) / 1e9) for ck in (False, True)): return None
     if all(close(answer[ck], est(ck=ck) / 2**30) for ck in (False, True)): return "in GB of 1e9 bytes, not GiB"
@@ -365,6 +369,35 @@ def _check_name_augmentation(answer, train_df:pd.DataFrame, cda_train:pd.DataFra
     if answer == both: return "that is every tweet that changes; subtract those CDA's word list already changes"
     return "augment the training tweets with `names=probe_name_swaps()` and compare the count of augmented rows with CDA's alone"
 
+def _check_loo_top(answer, model, tokenizer)->str|None:
+    "06.1: leave-one-out's top token for the JetBlue tweet, the drop in probability when it is deleted, and its score."
+    from finetune_book.explain import attribute, class_probs
+    if not isinstance(answer, tuple) or len(answer) != 3: return "give a triple: (top token, the drop when it is deleted, its score)"
+    a = attribute(model, tokenizer, "@JetBlue thanks for the great flight", method="leave_one_out")
+    top = int(np.argmax(a.scores))
+    token, drop, score = answer
+    if token != a.tokens[top]:
+        if token == a.tokens[int(np.argmin(a.scores))]: return "the highest score, not the lowest"
+        return "the token leave-one-out scores highest (`.top(1)`), as the tokenizer writes it"
+    without = float(class_probs(model, tokenizer, [a.ids[:a.positions[top]] + a.ids[a.positions[top] + 1:]])[0, a.target])
+    if not _close(drop, a.prob - without, 5e-4): return "delete that token's id and score the rest: the drop is the probability before minus after, for the predicted class"
+    if not _close(score, a.scores[top], 5e-4): return "the score is the attribution's own number for that token"
+
+def _check_adapter_count(answer, model)->str|None:
+    "08.2: parameters of rank-4 adapters on every linear layer of the blocks, by hand and by peft, and whether they fit under 5 MB in float32."
+    from finetune_book.llm import lora_parameter_count
+    attention, mlp = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
+    if not isinstance(answer, tuple) or len(answer) != 3: return "give a triple: (your count, peft's count, whether it fits under 5 MB)"
+    mine, peft, fits = answer
+    count = lora_parameter_count(model, 4, attention + mlp)
+    if mine != count:
+        if mine == lora_parameter_count(model, 4, attention): return "every linear layer of the blocks: the MLP's projections too"
+        if mine == lora_parameter_count(model, 8, attention + mlp): return "rank 4, not the chapter's 8"
+        return "each adapted layer adds r x (its inputs + its outputs)"
+    if peft != count: return "peft's count: `get_nb_trainable_parameters()` of the model with those adapters (a meta-device copy will do)"
+    if not isinstance(fits, (bool, np.bool_)) or bool(fits) != (count * 4 / 1e6 < 5):
+        return "float32 takes 4 bytes a parameter; compare the bytes with 5 MB, True or False"
+
 class ExerciseCheck(NamedTuple):
     "What `check_exercise` needs for one exercise."
     name: str              # what the learner writes: a function, an object or an answer `ex1`, `ex2`, ...
@@ -378,11 +411,12 @@ EXERCISE_CHECKS = {
     "04.3": ExerciseCheck("ex3", _check_smallest_k, ("curves",)), "04.4": ExerciseCheck("knn_method", _check_knn),
     "05.1": ExerciseCheck("ex1", _check_t4_estimate), "05.2": ExerciseCheck("ex2", _check_lora_factors, ("big",)),
     "05.3": ExerciseCheck("ex3", _check_memory_levers, ("lever_table", "levers")), "05.4": ExerciseCheck("ex4_lever", _check_lever),
-    "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)), "06.3": ExerciseCheck("ex3", _check_tcav_rows, ("concept_tcav",)),
+    "06.1": ExerciseCheck("ex1", _check_loo_top, ("model", "tokenizer")), "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)), "06.3": ExerciseCheck("ex3", _check_tcav_rows, ("concept_tcav",)),
     "06.4": ExerciseCheck("word_scores", _check_word_scores), "07.1": ExerciseCheck("ex1", _check_swap),
     "07.2": ExerciseCheck("ex2", _check_worst_template, ("by_template",)),
     "07.3": ExerciseCheck("ex3", _check_name_augmentation, ("train_df", "cda_train")),
-    "07.4": ExerciseCheck("mentions_with_names", _check_mentions), "08.3": ExerciseCheck("strict_format", _check_strict_format)}
+    "07.4": ExerciseCheck("mentions_with_names", _check_mentions), "08.2": ExerciseCheck("ex2", _check_adapter_count, ("model",)),
+    "08.3": ExerciseCheck("strict_format", _check_strict_format)}
 
 
 # %% ../nbs/11_workshop.ipynb #w-check-ex

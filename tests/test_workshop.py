@@ -1,4 +1,5 @@
 """The workshop kit: every chapter's quiz is consistent (issue 21)."""
+import functools
 import json
 import re
 from pathlib import Path
@@ -90,26 +91,27 @@ def solution_cells(nb:dict)->list:
 
 
 def chapter_env(exercise:str)->dict:
-    "The namespace a chapter's solution runs in: its module's names and the libraries its solutions import."
-    import importlib
-    import numpy as np, pandas as pd
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    text = next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()
-    module = re.search(r"#\|\s*default_exp\s+(\w+)", text).group(1)
-    return {**vars(importlib.import_module("finetune_book.data")), **vars(importlib.import_module(f"finetune_book.{module}")),
-            "np": np, "pd": pd, "re": re,
-            "TfidfVectorizer": TfidfVectorizer, "LogisticRegression": LogisticRegression,
-            "KNeighborsClassifier": KNeighborsClassifier, "make_pipeline": make_pipeline}
+    "The namespace a chapter's solution runs in: its module's names and what the chapter's import-only cells import."
+    import ast, importlib
+    nb = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text())
+    module = re.search(r"#\|\s*default_exp\s+(\w+)", json.dumps(nb)).group(1)
+    env = {**vars(importlib.import_module("finetune_book.data")), **vars(importlib.import_module(f"finetune_book.{module}"))}
+    for c in nb["cells"]:
+        src = "\n".join(l for l in "".join(c["source"]).splitlines() if not l.startswith("#|"))
+        if c["cell_type"] == "code" and src.strip():
+            tree = ast.parse(src)
+            if all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body) and not any(
+                    isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body):
+                exec(compile(tree, exercise, "exec"), env)
+    return env
 
 
 def needed_nodes(body:list, name:str)->list:
     "The statements of a solution cell that define `name`, with the earlier ones whose names it reads (e.g. `_f, _l = ...`)."
     import ast
-    defines = lambda node: {t.id for n in ([node] if isinstance(node, ast.FunctionDef) else getattr(node, "targets", []))
-                            for t in ast.walk(n) if isinstance(t, ast.Name)} | ({node.name} if isinstance(node, ast.FunctionDef) else set())
+    def defines(node):
+        if isinstance(node, ast.FunctionDef): return {node.name}
+        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}  # `with ...: x = ...` too
     i = next(i for i, node in enumerate(body) if name in defines(node))
     wanted, keep = {n.id for n in ast.walk(body[i]) if isinstance(n, ast.Name)}, [body[i]]
     for node in reversed(body[:i]):
@@ -124,7 +126,7 @@ def reference_answer(exercise:str, name:str, **context):
     nb, env = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()), {**chapter_env(exercise), **context}
     for src in solution_cells(nb):
         tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith("#|")))
-        if any(name in {getattr(t, "id", None) for t in getattr(node, "targets", [])} | {getattr(node, "name", None)} for node in tree.body):
+        if any(name == getattr(node, "name", None) or name in {getattr(t, "id", None) for t in getattr(node, "targets", [])} for node in tree.body):
             exec(compile(ast.Module(needed_nodes(tree.body, name), []), exercise, "exec"), env)
             return env[name]
     raise LookupError(f"{name} is not in chapter {exercise[:2]}'s solutions")
@@ -132,8 +134,8 @@ def reference_answer(exercise:str, name:str, **context):
 
 def test_a_solution_runs_with_the_lines_it_reads_and_no_other():
     import ast
-    body = ast.parse("a = 1\n_x = 2\nb = expensive()\n_y = _x + 1\nex = _y * a").body
-    assert [ast.unparse(n) for n in needed_nodes(body, "ex")] == ["a = 1", "_x = 2", "_y = _x + 1", "ex = _y * a"]
+    body = ast.parse("a = 1\n_x = 2\nb = expensive()\nwith ctx(): _y = _x + 1\nex = _y * a").body
+    assert [ast.unparse(n) for n in needed_nodes(body, "ex")] == ["a = 1", "_x = 2", "with ctx():\n    _y = _x + 1", "ex = _y * a"]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +200,7 @@ def test_student_copy_refuses_what_is_not_a_chapter():
     with pytest.raises(FileNotFoundError, match="no chapter notebooks"): write_student_copies(NBS / "images", "/tmp/none")
 
 
+@functools.cache
 def value_contexts():
     """Small stand-ins for the chapters' tables that value answers are checked against, a plausible wrong answer each (or a function
     of the right one and the stand-ins) and the hint it must get."""
@@ -205,6 +208,11 @@ def value_contexts():
     import numpy as np, pandas as pd
     from finetune_book.core import load_tokenizer
     from finetune_book.data import load_tweets, padding_share
+    import torch
+    from transformers import AutoModelForCausalLM
+    from finetune_book.core import load_classifier, model_config
+    from finetune_book.data import TWEET_LABELS
+    from finetune_book.explain import attribute
     from finetune_book.fairness import counterfactual_table
     conflicts = pd.DataFrame({"group": [0, 0, 1, 1, 2, 2, 2, 3, 3],
                               "label": ["negative", "neutral", "negative", "positive", "neutral", "positive", "neutral", "negative", "positive"]})
@@ -230,6 +238,10 @@ def value_contexts():
                          "degenerate": [False, False, True, True]})
     tcav["verdict"] = np.where(tcav.p_holm >= 0.05, "no evidence", "raises")
     train_df = tweets[["text", "label"]].head(800)
+    classifier, classifier_tok = load_classifier("minilm", labels=TWEET_LABELS)  # pretrained, its head untrained: the check reruns it
+    with torch.device("meta"): decoder = AutoModelForCausalLM.from_config(model_config("smollm2-135m"))  # shapes only: counts
+    lowest = lambda right, model, tokenizer: (attribute(model, tokenizer, "@JetBlue thanks for the great flight", method="leave_one_out")
+                                              .top(99).token.iloc[-1], *right[1:])
     return {"02.1": ({"data": {"train": tweets}, "run": run}, at_16, "batch size 64"),
             "03.1": ({"conflicts": conflicts}, 3, "counts tweets"),              # 3 neutral rows in 2 groups
             "04.1": ({"pool_tweets": tweets[["text", "label"]]}, lambda right, **_: not right, "index labels"),
@@ -240,6 +252,7 @@ def value_contexts():
             "05.2": ({"big": big}, lambda right, **_: (right[0], 1.0), "whole estimated peak"),  # the weights' ratio
             "05.3": ({"lever_table": lever_table, "levers": dict.fromkeys(names)}, lambda right, **_: {k: round(1 / v, 2) for k, v in right.items()},
                      "inverse of time"),
+            "06.1": ({"model": classifier, "tokenizer": classifier_tok}, lowest, "not the lowest"),
             "06.2": ({"faith": pd.DataFrame({"sufficiency": [0.01, 0.28, 0.07]}, index=["integrated_gradients", "random", "attention"])},
                      ("random", 0.0), "lower sufficiency is better"),
             "06.3": ({"concept_tcav": tcav}, lambda right, concept_tcav: concept_tcav[concept_tcav.p_value < 0.05], "Holm-adjusted"),
@@ -247,7 +260,8 @@ def value_contexts():
             "07.2": ({"by_template": pd.DataFrame({"gap": [0.07, 0.06], "flip": [0.05, 0.08]}, index=["A", "B"])}, ("B", 0.08),
                      "mean gap"),
             "07.3": ({"train_df": train_df, "cda_train": counterfactual_table(train_df)},
-                     lambda right, train_df, cda_train: right + int(cda_train.augmented.sum()), "subtract")}
+                     lambda right, train_df, cda_train: right + int(cda_train.augmented.sum()), "subtract"),
+            "08.2": ({"model": decoder}, lambda right, model: (right[0] * 4 // 7, *right[1:]), "r x (its inputs")}
 
 
 def fp32_estimate()->dict:
@@ -257,7 +271,7 @@ def fp32_estimate()->dict:
             for ck in (False, True)}
 
 
-VALUE_EXERCISES = ["02.1", "03.1", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.2", "06.3", "07.1", "07.2", "07.3"]
+VALUE_EXERCISES = ["02.1", "03.1", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.2"]
 
 
 @pytest.mark.parametrize("exercise", VALUE_EXERCISES)
@@ -275,3 +289,12 @@ def test_each_value_check_passes_the_chapters_solution_and_fails_a_wrong_value_a
     with pytest.raises(TypeError, match="check_exercise"): check_exercise(exercise, right, unrelated=1)
     copy = copies[next(n for n in CHAPTERS if n.startswith(exercise[:2]))]
     assert check_call(exercise) in ["".join(c["source"]) for c in copy["cells"]]  # the student copy calls it with the tables
+
+
+def test_the_adapter_check_reads_each_part_of_the_answer():
+    from finetune_book.workshop import check_exercise
+    context = value_contexts()["08.2"][0]
+    count, peft, fits = reference_answer("08.2", "ex2", **context)
+    assert check_exercise("08.2", (count, peft, fits), quiet=True, **context)
+    assert not check_exercise("08.2", (count, peft - 1, fits), quiet=True, **context)  # peft's count is read, not assumed
+    assert not check_exercise("08.2", (count, peft, not fits), quiet=True, **context)
