@@ -19,8 +19,9 @@ from .provenance import cell_directives, is_environment_cell, read_stamp
 
 # %% auto #0
 __all__ = ['CHAPTERS', 'LIVE_TIMES', 'DAY', 'EXERCISE_CHECKS', 'chapter_title', 'chapter_times', 'record_live_times',
-           'live_times', 'DayPlan', 'agenda', 'chapter_brief', 'questions_with_answers', 'ExerciseCheck',
-           'check_exercise', 'stub_source', 'check_call', 'student_copy', 'write_student_copies', 'workshop_main']
+           'live_times', 'live_cells', 'DayPlan', 'live_part', 'live_parts', 'agenda', 'chapter_brief',
+           'questions_with_answers', 'ExerciseCheck', 'check_exercise', 'stub_source', 'check_call', 'student_copy',
+           'write_student_copies', 'workshop_main']
 
 # %% ../nbs/11_workshop.ipynb #w-times
 CHAPTERS = "0[2-8]_*.ipynb"  # the challenge chapters a workshop day covers
@@ -48,16 +49,22 @@ def chapter_times(nbs_dir:str|Path="nbs")->pd.DataFrame:
 LIVE_TIMES = "workshop/live_times.json"  # relative to the repository root
 
 def record_live_times(seconds:dict, # notebook file name -> seconds its `test` run took
-                      path:str|Path=LIVE_TIMES)->Path:
-    "Record the measured `test`-profile run time of each notebook in `path`, with the machine that ran them."
+                      path:str|Path=LIVE_TIMES,
+                      cells:dict=None, # notebook file name -> {cell id: seconds} of its slower cells (`nbdev-test --cell-timing-min`)
+                     )->Path:
+    "Record the measured `test`-profile run time of each notebook (and of its slower cells) in `path`, with the machine that ran them."
     if not seconds: raise ValueError("no notebook times to record; run the notebook tests (tests/test_notebooks.py).")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     machine = {k: info[k] for k in ("cpu", "cpu_cores", "torch_threads")}
     old = json.loads(path.read_text()) if path.exists() else {}
-    kept = old.get("seconds", {}) if old.get("machine") == machine else {}  # a rerun of some notebooks on the same machine
-    new = kept | {k: round(float(v), 1) for k, v in seconds.items()}  # keeps the others; another machine starts afresh
-    path.write_text(json.dumps({"profile": "test", "machine": machine, "seconds": dict(sorted(new.items()))}, indent=1) + "\n")
+    same = old.get("machine") == machine  # a rerun of some notebooks on the same machine keeps the others; another starts afresh
+    new = (old.get("seconds", {}) if same else {}) | {k: round(float(v), 1) for k, v in seconds.items()}
+    timed = {nb: (cells or {}).get(nb, {}) for nb in seconds}  # a rerun notebook's cells replace its old ones, even by none
+    new_cells = {nb: c for nb, c in ((old.get("cells", {}) if same else {}) | timed).items() if c}
+    new_cells = {nb: {cid: round(float(t), 1) for cid, t in c.items()} for nb, c in sorted(new_cells.items())}
+    path.write_text(json.dumps({"profile": "test", "machine": machine, "seconds": dict(sorted(new.items())), "cells": new_cells},
+                               indent=1) + "\n")
     return path
 
 def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
@@ -67,6 +74,10 @@ def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
         raise FileNotFoundError(f"{path} does not exist; measure it with: FINETUNE_BOOK_LIVE_TIMES={path} pytest tests/test_notebooks.py")
     data = json.loads(path.read_text())
     return pd.Series(data["seconds"], name=f"test profile on {data['machine']['cpu']}, {data['machine']['cpu_cores']} cores")
+def live_cells(path:str|Path=LIVE_TIMES)->dict:
+    "The recorded seconds of each notebook's slower cells: `{notebook: {cell id: seconds}}` (see `record_live_times`)."
+    return json.loads(Path(path).read_text()).get("cells", {})
+
 
 # %% ../nbs/11_workshop.ipynb #w-agenda
 @dataclass(frozen=True)
@@ -80,14 +91,40 @@ class DayPlan:
     quiz: int = 5         # per chapter
     breaks: tuple = (("morning break", "10:30", 15), ("lunch", "12:30", 60), ("afternoon break", "15:00", 15))
     wrap_up: int = 15
+    live_limit: int = 300 # seconds a live run may take; a chapter whose `test` run takes longer is run up to a section
 
 DAY = DayPlan()
 
 def _clock(minutes:int)->str: return f"{minutes // 60:02d}:{minutes % 60:02d}"
 def _minutes(clock:str)->int: h, m = clock.split(":"); return int(h) * 60 + int(m)
 
+def live_part(nb:dict, # a chapter notebook
+              whole:float, # its measured `test` run, in seconds (`live_times`)
+              cells:dict, # its slower cells' measured seconds (`live_cells`)
+              limit_s:float=DAY.live_limit)->tuple:
+    "`(seconds, section)`: all of the notebook if its run fits `limit_s` (section ''), else the run up to the last `## ` section that fits."
+    if whole <= limit_s: return whole, ""
+    if not cells: raise ValueError(f"{chapter_title(nb)!r} takes {whole:.0f} s, over {limit_s} s, and no cell times were recorded; rerun: "
+                                   "FINETUNE_BOOK_LIVE_TIMES=workshop/live_times.json pytest tests/test_notebooks.py -k <notebook>")
+    spent, best = whole - sum(cells.values()), None  # start-up and the quick cells, all counted before the first section
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "markdown" and src.startswith("## ") and spent <= limit_s: best = (spent, src.splitlines()[0][3:].strip())
+        spent += cells.get(c.get("id"), 0.0)
+    if best is None: raise ValueError(f"{chapter_title(nb)!r}: even its first section starts after {limit_s} s.")
+    return best
+
+def live_parts(nbs_dir:str|Path="nbs", path:str|Path=LIVE_TIMES, limit_s:float=DAY.live_limit)->pd.DataFrame:
+    "What learners run live of each chapter: `seconds` (measured), `whole` (the whole run) and `up_to` (a section, or '' for all of it)."
+    whole, cells, rows = live_times(path), live_cells(path), {}
+    for p in sorted(Path(nbs_dir).glob(CHAPTERS)):
+        if p.name not in whole.index: continue  # `agenda` names what is missing
+        seconds, up_to = live_part(json.loads(p.read_text()), whole[p.name], cells.get(p.name, {}), limit_s)
+        rows[p.name] = dict(seconds=round(seconds, 1), whole=whole[p.name], up_to=up_to)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["seconds", "whole", "up_to"])
+
 def agenda(times:pd.DataFrame, # `chapter_times`: one row per chapter, indexed by notebook
-           live:pd.Series, # `live_times`: measured `test`-profile seconds per notebook
+           live:pd.DataFrame, # `live_parts`: what is run live of each chapter, and its measured seconds
            day:DayPlan=DAY)->pd.DataFrame:
     "The day block by block: start, end, minutes and what happens; a break is taken at the first block end after its time."
     missing = sorted(set(times.index) - set(live.index))
@@ -95,8 +132,10 @@ def agenda(times:pd.DataFrame, # `chapter_times`: one row per chapter, indexed b
     blocks = [("setup", "finetune-book doctor", day.setup, "")]
     for nb, row in times.iterrows():
         page = f"its cpu run: {row.cpu_seconds / 60:.1f} min (stamp)" if row.profile == "cpu" else "not stamped under cpu"
+        run = live.loc[nb]
+        measured = f"up to '{run.up_to}': {run.seconds:.0f} s of {run.whole:.0f}" if run.up_to else f"measured: {run.seconds:.0f} s"
         blocks += [(row.title, "teach from the page", day.teach, page),
-                   (row.title, "run live (test profile)", math.ceil(live[nb] / 60), f"measured: {live[nb]:.0f} s"),
+                   (row.title, "run live (test profile)", math.ceil(run.seconds / 60), measured),
                    (row.title, "exercises", day.exercises, ""), (row.title, "quiz", day.quiz, "")]
     rows, now, pending = [], _minutes(day.start), list(day.breaks)
     for i, (what, part, minutes, measured) in enumerate(blocks + [("wrap-up", "questions, what to read next", day.wrap_up, "")]):

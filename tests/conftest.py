@@ -23,6 +23,7 @@ def tweets():
 
 NOTEBOOK_BUDGET_S = 90  # each chapter's `test` run should fit in this; printed, not asserted (timings are noisy)
 _notebook_seconds = {}
+_notebook_cells = {}  # notebook -> {cell id: seconds} of its slower cells
 _workers = set()  # notebooks run at a time (tests/test_notebooks.py)
 
 
@@ -30,6 +31,7 @@ def pytest_runtest_logreport(report):
     "Collect the notebook times that `test_notebooks` records with `record_property` (also under pytest-xdist's workers)."
     for name, value in getattr(report, "user_properties", ()):
         if name == "notebook_seconds": _notebook_seconds[value[0]] = value[1]; _workers.add(value[2])
+        if name == "notebook_cells": _notebook_cells[value[0]] = value[1]
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -49,4 +51,4 @@ def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("FINETUNE_BOOK_LIVE_TIMES")
     if path and _notebook_seconds and _workers == {1}:
         from finetune_book.workshop import record_live_times
-        record_live_times(_notebook_seconds, path)
+        record_live_times(_notebook_seconds, path, cells=_notebook_cells)

@@ -7,6 +7,7 @@ since a timed test is flaky on a shared machine. With `FINETUNE_BOOK_LIVE_TIMES=
 time with the machine's threads, as a learner runs them, and those times are recorded for the workshop guide."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 NBS = Path(__file__).parents[1] / "nbs"
 NOTEBOOKS = sorted(p.name for p in NBS.glob("*.ipynb"))
+CELL_TIMING_MIN = 1.0  # seconds; the workshop guide cuts a long chapter's live run at a section from these (chapter 11)
 WORKERS = 1 if os.environ.get("FINETUNE_BOOK_LIVE_TIMES") else int(os.environ.get("FINETUNE_BOOK_TEST_WORKERS", "2"))
 
 
@@ -26,9 +28,14 @@ def run_notebook(nb:str)->tuple:
     env.pop("FINETUNE_BOOK_PROFILE", None)
     if WORKERS > 1: env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # two notebooks share the cores
     start = time.perf_counter()
-    r = subprocess.run([str(Path(sys.executable).parent / "nbdev-test"), str(NBS / nb)], capture_output=True, text=True, env=env,
-                       cwd=NBS.parent, timeout=900)
+    r = subprocess.run([str(Path(sys.executable).parent / "nbdev-test"), str(NBS / nb), "--cell-timing-min", str(CELL_TIMING_MIN)],
+                       capture_output=True, text=True, env=env, cwd=NBS.parent, timeout=900)
     return r, time.perf_counter() - start
+
+
+def cell_seconds(nb:str, output:str)->dict:
+    "`{cell id: seconds}` of the cells `nbdev-test --cell-timing-min` reported for `nb`."
+    return {m.group(1): float(m.group(2)) for m in re.finditer(rf"^{re.escape(nb)}:(\S+): ([\d.]+)s$", output, flags=re.M)}
 
 
 def longest_first(notebooks:list)->list:
@@ -52,7 +59,13 @@ def notebook_runs(request):
 def test_notebook_runs_under_test_profile(nb, notebook_runs, record_property):
     r, seconds = notebook_runs[nb].result()
     record_property("notebook_seconds", (nb, seconds, WORKERS))  # conftest prints the table
+    record_property("notebook_cells", (nb, cell_seconds(nb, r.stdout + r.stderr)))
     assert r.returncode == 0 and "Success" in r.stdout + r.stderr, (r.stdout + r.stderr)[-4000:]
+
+
+def test_the_slower_cells_are_read_from_nbdev_test():
+    out = "05_compute.ipynb:4f32045a: 70.986s\n05_compute.ipynb:ex4: 18.290s\n06_x.ipynb:zz: 9.0s\nSuccess.\n"
+    assert cell_seconds("05_compute.ipynb", out) == {"4f32045a": 70.986, "ex4": 18.29}
 
 
 def test_notebooks_are_run_longest_first():
