@@ -546,4 +546,4 @@ def _command(args)->int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #5de5d82b
-if __name__ == "__main__": sys.exit(main())
+if __name__ == "__main__" and "ipykernel" not in sys.modules: sys.exit(main())  # a script, not a notebook kernel

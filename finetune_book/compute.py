@@ -722,7 +722,7 @@ def max_weight_difference(a:dict, b:dict)->float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 # %% ../nbs/05_compute.ipynb #1dbb62fb
-if __name__ == "__main__": _ddp_worker()
+if __name__ == "__main__" and "ipykernel" not in sys.modules: _ddp_worker()  # run by torchrun, not in a notebook kernel
 
 # %% ../nbs/05_compute.ipynb #02da56d2
 def launch_config(kind:str="fsdp", # `ddp-cpu` (run in this chapter), `fsdp` or `deepspeed` (for GPUs; not run here)
