@@ -338,6 +338,14 @@ def _check_padding(answer, data:dict, run)->str|None:
         return "at batch size 64, the exercise's, not the chapter's training batch"
     return "the token lengths of the training rows (truncated at 128, as the seed does), then `padding_share(lengths, 64, strategy)`"
 
+def _check_near_duplicates(answer, sample:pd.DataFrame, report)->str|None:
+    "03.3: how many rows `clean` removes from the audited sample when only near-duplicates are removed."
+    from finetune_book.data_quality import clean
+    if not _whole_number(answer): return "give a whole number of rows"
+    if answer == len(clean(sample, report, issues=("near_duplicate",)).removed): return None
+    if answer == len(clean(sample, report).removed): return "that is the default cleaning; pass `issues=(\"near_duplicate\",)` alone"
+    return "run `clean` on the audited sample and its report with `issues=(\"near_duplicate\",)`, and count the rows it removes"
+
 def _check_smallest_k(answer, curves:dict)->str|None:
     "04.3: on the BBC curve at the smallest k, the method with the highest mean accuracy, and SetFit's wins over plain fine-tuning."
     if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (method, SetFit's wins)"
@@ -441,7 +449,6 @@ UNCHECKED = {  # the exercises without a check, and why
     "02.2": "the exercise does not fix which BBC articles to count, so right answers differ",
     "02.3": "open-ended: sentences of the learner's own",
     "03.2": "needs the label-issue detector run again on a fresh draw of noise",
-    "03.3": "needs the chapter's audit report; not written yet",
     "08.1": "needs the LLM to generate twenty answers (minutes on a CPU)",
     "08.4": "needs the LLM to rank twenty prompts (minutes on a CPU)"}
 
@@ -453,7 +460,8 @@ class ExerciseCheck(NamedTuple):
 
 EXERCISE_CHECKS = {
     "02.1": ExerciseCheck("ex1", _check_padding, ("data", "run")), "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline),
-    "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)), "03.4": ExerciseCheck("margin_scores", _check_margins),
+    "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)), "03.3": ExerciseCheck("ex3", _check_near_duplicates, ("sample", "report")),
+    "03.4": ExerciseCheck("margin_scores", _check_margins),
     "04.1": ExerciseCheck("ex1", _check_nested_samples, ("pool_tweets",)), "04.2": ExerciseCheck("ex2", _check_rejections, ("pairs",)),
     "04.3": ExerciseCheck("ex3", _check_smallest_k, ("curves",)), "04.4": ExerciseCheck("knn_method", _check_knn),
     "05.1": ExerciseCheck("ex1", _check_t4_estimate), "05.2": ExerciseCheck("ex2", _check_lora_factors, ("big",)),

@@ -213,6 +213,7 @@ def value_contexts():
     from transformers import AutoModelForCausalLM
     from finetune_book.core import load_classifier, model_config
     from finetune_book.data import TWEET_LABELS
+    from finetune_book.data_quality import AuditReport
     from finetune_book.explain import attribute
     from finetune_book.fairness import counterfactual_table
     conflicts = pd.DataFrame({"group": [0, 0, 1, 1, 2, 2, 2, 3, 3],
@@ -239,12 +240,16 @@ def value_contexts():
                          "degenerate": [False, False, True, True]})
     tcav["verdict"] = np.where(tcav.p_holm >= 0.05, "no evidence", "raises")
     train_df = tweets[["text", "label"]].head(800)
+    report = AuditReport(summary={"rows": 10, "near_duplicates": 2}, label_issues=pd.DataFrame({"row": [2, 7], "suggested": ["positive"] * 2}),
+                         flagged=pd.DataFrame({"row": [1, 2, 2, 5, 7], "issue": ["near_duplicate", "near_duplicate", "label_issue",
+                                                                                  "duplicate", "label_issue"]}))  # rows 1, 2 near-duplicates
     classifier, classifier_tok = load_classifier("minilm", labels=TWEET_LABELS)  # pretrained, its head untrained: the check reruns it
     with torch.device("meta"): decoder = AutoModelForCausalLM.from_config(model_config("smollm2-135m"))  # shapes only: counts
     lowest = lambda right, model, tokenizer: (attribute(model, tokenizer, "@JetBlue thanks for the great flight", method="leave_one_out")
                                               .top(99).token.iloc[-1], *right[1:])
     return {"02.1": ({"data": {"train": tweets}, "run": run}, at_16, "batch size 64"),
             "03.1": ({"conflicts": conflicts}, 3, "counts tweets"),              # 3 neutral rows in 2 groups
+            "03.3": ({"sample": tweets.head(10), "report": report}, 3, "default cleaning"),  # rows 2, 5, 7: the default issues
             "04.1": ({"pool_tweets": tweets[["text", "label"]]}, lambda right, **_: not right, "index labels"),
             "04.2": ({"pairs": pd.DataFrame({"kept": [True, False, False, False, True],
                                              "reason": ["ok", "drifted", "copy", "drifted", "ok"]})}, (0.4, "drifted"), "share kept"),
@@ -272,7 +277,7 @@ def fp32_estimate()->dict:
             for ck in (False, True)}
 
 
-VALUE_EXERCISES = ["02.1", "03.1", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.2"]
+VALUE_EXERCISES = ["02.1", "03.1", "03.3", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.2"]
 
 
 @pytest.mark.parametrize("exercise", VALUE_EXERCISES)
