@@ -346,6 +346,42 @@ def _check_near_duplicates(answer, sample:pd.DataFrame, report)->str|None:
     if answer == len(clean(sample, report).removed): return "that is the default cleaning; pass `issues=(\"near_duplicate\",)` alone"
     return "run `clean` on the audited sample and its report with `issues=(\"near_duplicate\",)`, and count the rows it removes"
 
+def _check_truncation(answer, run)->str|None:
+    "02.2: the share of 200 sampled BBC articles (`random_state=0`) longer than 128 tokens."
+    from finetune_book.data import load_bbc
+    sample = load_bbc().sample(200, random_state=0)
+    tokens = np.array([len(ids) for ids in run.tokenizer(sample.text.tolist())["input_ids"]])
+    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.number)): return "give the share as a number between 0 and 1"
+    if _close(answer, np.mean(tokens > 128), 5e-4): return None
+    if _close(answer, 100 * np.mean(tokens > 128), 0.05): return "a share between 0 and 1, not percent"
+    if _close(answer, np.sum(tokens > 128), 0.5): return "the share of the articles, not their count"
+    if _close(answer, np.mean(tokens >= 128), 5e-4): return "an article of exactly 128 tokens fits: count those with more"
+    if _close(answer, np.mean(sample.text.str.split().str.len() > 128), 5e-4): return "count tokens (the tokenizer's), not words"
+    return "tokenize each sampled article whole (no truncation) and take the share with more than 128 tokens"
+
+def _check_predictions(answer)->str|None:
+    "02.3: the reloaded model's predictions for three sentences: a probability per class that sums to 1, the label the likeliest."
+    if not isinstance(answer, pd.DataFrame) or "label" not in answer or answer.filter(like="p_").empty:
+        return "give the table `predict` returns: a `label` and a `p_<class>` column per class"
+    if len(answer) < 3: return "predict three sentences of your own"
+    probs = answer.filter(like="p_")
+    if not np.allclose(probs.sum(axis=1), 1, atol=1e-4): return "each row's probabilities should sum to 1: a softmax of the logits"
+    if (probs.idxmax(axis=1).str[2:] != answer.label).any(): return "the predicted label should be the class with the largest probability"
+
+def _check_noise_detection(answer, bbc:pd.DataFrame, bbc_features:np.ndarray)->str|None:
+    "03.2: precision and recall of the label-issue detector on the BBC sample with 20% of its labels flipped (seed 0)."
+    from finetune_book.data_quality import find_label_issues, inject_label_noise, precision_recall
+    if not isinstance(answer, dict) or not {"precision", "recall"} <= set(answer): return "give `precision_recall`'s dict"
+    def scores(rate):
+        noisy, flipped = inject_label_noise(bbc.label, rate, seed=0)
+        return precision_recall(find_label_issues(bbc.text, noisy, features=bbc_features).row, np.flatnonzero(flipped))
+    right = scores(0.20)
+    if all(_close(answer[k], right[k], 5e-4) for k in ("precision", "recall")): return None
+    if _close(answer["precision"], right["recall"], 5e-4) and _close(answer["recall"], right["precision"], 5e-4):
+        return "precision is the share of flagged rows that were flipped; recall, the share of flipped rows that were flagged"
+    if all(_close(answer[k], scores(0.10)[k], 5e-4) for k in ("precision", "recall")): return "20% noise, not the 10% above"
+    return "flip 20% of the BBC sample's labels (`inject_label_noise`, seed 0), run the detector on the noisy labels, score its rows"
+
 def _check_smallest_k(answer, curves:dict)->str|None:
     "04.3: on the BBC curve at the smallest k, the method with the highest mean accuracy, and SetFit's wins over plain fine-tuning."
     if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (method, SetFit's wins)"
@@ -446,9 +482,6 @@ def _check_adapter_count(answer, model)->str|None:
         return "float32 takes 4 bytes a parameter; compare the bytes with 5 MB, True or False"
 
 UNCHECKED = {  # the exercises without a check, and why
-    "02.2": "the exercise does not fix which BBC articles to count, so right answers differ",
-    "02.3": "open-ended: sentences of the learner's own",
-    "03.2": "needs the label-issue detector run again on a fresh draw of noise",
     "08.1": "needs the LLM to generate twenty answers (minutes on a CPU)",
     "08.4": "needs the LLM to rank twenty prompts (minutes on a CPU)"}
 
@@ -459,8 +492,10 @@ class ExerciseCheck(NamedTuple):
     context: tuple = ()    # the chapter's names the check also needs, passed by keyword
 
 EXERCISE_CHECKS = {
-    "02.1": ExerciseCheck("ex1", _check_padding, ("data", "run")), "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline),
-    "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)), "03.3": ExerciseCheck("ex3", _check_near_duplicates, ("sample", "report")),
+    "02.1": ExerciseCheck("ex1", _check_padding, ("data", "run")), "02.2": ExerciseCheck("ex2", _check_truncation, ("run",)),
+    "02.3": ExerciseCheck("ex3", _check_predictions), "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline),
+    "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)),
+    "03.2": ExerciseCheck("ex2", _check_noise_detection, ("bbc", "bbc_features")), "03.3": ExerciseCheck("ex3", _check_near_duplicates, ("sample", "report")),
     "03.4": ExerciseCheck("margin_scores", _check_margins),
     "04.1": ExerciseCheck("ex1", _check_nested_samples, ("pool_tweets",)), "04.2": ExerciseCheck("ex2", _check_rejections, ("pairs",)),
     "04.3": ExerciseCheck("ex3", _check_smallest_k, ("curves",)), "04.4": ExerciseCheck("knn_method", _check_knn),

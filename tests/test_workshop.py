@@ -112,7 +112,9 @@ def needed_nodes(body:list, name:str)->list:
     import ast
     def defines(node):
         if isinstance(node, ast.FunctionDef): return {node.name}
-        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}  # `with ...: x = ...` too
+        targets = [t for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))  # `with ...: x = ...` too,
+                   for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]        # not a comprehension's loop names
+        return {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
     i = next(i for i, node in enumerate(body) if name in defines(node))
     wanted, keep = {n.id for n in ast.walk(body[i]) if isinstance(n, ast.Name)}, [body[i]]
     for node in reversed(body[:i]):
@@ -135,8 +137,8 @@ def reference_answer(exercise:str, name:str, **context):
 
 def test_a_solution_runs_with_the_lines_it_reads_and_no_other():
     import ast
-    body = ast.parse("a = 1\n_x = 2\nb = expensive()\nwith ctx(): _y = _x + 1\nex = _y * a").body
-    assert [ast.unparse(n) for n in needed_nodes(body, "ex")] == ["a = 1", "_x = 2", "with ctx():\n    _y = _x + 1", "ex = _y * a"]
+    body = ast.parse("a = 1\n_x = 2\nb = expensive()\nwith ctx(): _y = _x + 1\nc = [i for i in b]\nex = _y * a + sum(i for i in a)").body
+    assert [ast.unparse(n) for n in needed_nodes(body, "ex")] == ["a = 1", "_x = 2", "with ctx():\n    _y = _x + 1", "ex = _y * a + sum((i for i in a))"]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +215,8 @@ def value_contexts():
     from transformers import AutoModelForCausalLM
     from finetune_book.core import load_classifier, model_config
     from finetune_book.data import TWEET_LABELS
-    from finetune_book.data_quality import AuditReport
+    from finetune_book.data import load_bbc, sample_rows
+    from finetune_book.data_quality import AuditReport, find_label_issues, inject_label_noise, precision_recall
     from finetune_book.explain import attribute
     from finetune_book.fairness import counterfactual_table
     conflicts = pd.DataFrame({"group": [0, 0, 1, 1, 2, 2, 2, 3, 3],
@@ -247,7 +250,15 @@ def value_contexts():
     with torch.device("meta"): decoder = AutoModelForCausalLM.from_config(model_config("smollm2-135m"))  # shapes only: counts
     lowest = lambda right, model, tokenizer: (attribute(model, tokenizer, "@JetBlue thanks for the great flight", method="leave_one_out")
                                               .top(99).token.iloc[-1], *right[1:])
+    bbc = sample_rows(load_bbc(), 100, seed=0)
+    bbc_features = np.random.default_rng(0).normal(size=(len(bbc), 8))  # any features will do: the check reruns the detector on them
+    at_10 = lambda right, bbc, bbc_features: precision_recall(
+        find_label_issues(bbc.text, inject_label_noise(bbc.label, 0.10, seed=0)[0], features=bbc_features).row,
+        np.flatnonzero(inject_label_noise(bbc.label, 0.10, seed=0)[1]))
     return {"02.1": ({"data": {"train": tweets}, "run": run}, at_16, "batch size 64"),
+            "02.2": ({"run": run}, lambda right, run: 100 * right, "not percent"),
+            "02.3": ({}, lambda right: right.assign(**{c: 2 * right[c] for c in right.filter(like="p_")}), "sum to 1"),
+            "03.2": ({"bbc": bbc, "bbc_features": bbc_features}, at_10, "not the 10%"),
             "03.1": ({"conflicts": conflicts}, 3, "counts tweets"),              # 3 neutral rows in 2 groups
             "03.3": ({"sample": tweets.head(10), "report": report}, 3, "default cleaning"),  # rows 2, 5, 7: the default issues
             "04.1": ({"pool_tweets": tweets[["text", "label"]]}, lambda right, **_: not right, "index labels"),
@@ -277,7 +288,16 @@ def fp32_estimate()->dict:
             for ck in (False, True)}
 
 
-VALUE_EXERCISES = ["02.1", "03.1", "03.3", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.2"]
+def reference_only(exercise:str)->dict:
+    "What a chapter's solution reads that its check does not: 02.3 predicts with the chapter's reloaded model."
+    if exercise != "02.3": return {}
+    from finetune_book.core import load_classifier
+    from finetune_book.data import TWEET_LABELS
+    model, tokenizer = load_classifier("minilm", labels=TWEET_LABELS)
+    return {"reloaded": model, "reloaded_tok": tokenizer}
+
+
+VALUE_EXERCISES = ["02.1", "02.2", "02.3", "03.1", "03.2", "03.3", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.2"]
 
 
 @pytest.mark.parametrize("exercise", VALUE_EXERCISES)
@@ -285,7 +305,7 @@ def test_each_value_check_passes_the_chapters_solution_and_fails_a_wrong_value_a
     from finetune_book.workshop import EXERCISE_CHECKS, check_call, check_exercise
     context, wrong, hint = value_contexts()[exercise]
     name = EXERCISE_CHECKS[exercise].name
-    right = reference_answer(exercise, name, **context)  # the chapter's own solution, run on the stand-in tables
+    right = reference_answer(exercise, name, **context, **reference_only(exercise))  # the chapter's solution, on the stand-ins
     assert check_exercise(exercise, right, quiet=True, **context) is True
     if callable(wrong): wrong = wrong(right, **context)
     assert check_exercise(exercise, wrong, **context) is False
