@@ -162,7 +162,7 @@ def test_cascading_randomization_runs_one_cascade_per_seed_and_method(trained, t
     assert last["attention", 1] != last["attention", 2]               # each seed drew its own weights
     assert last["attention", 1] == pytest.approx(last["leave_one_out", 1])  # one randomized model per seed, all methods
     again = cascading_randomization(model, tok, texts[:2], methods="attention", seeds=2)
-    assert np.allclose(again.spearman, two[two.method == "attention"][two.seed == 2].spearman)  # the seed decides
+    assert np.allclose(again.spearman, two[(two.method == "attention") & (two.seed == 2)].spearman)  # the seed decides
 
 
 def test_reinitialize_draws_fresh_weights(trained):
