@@ -18,7 +18,7 @@ from .core import machine_info
 from .provenance import cell_directives, is_environment_cell, read_stamp
 
 # %% auto #0
-__all__ = ['CHAPTERS', 'LIVE_TIMES', 'DAY', 'UNCHECKED', 'EXERCISE_CHECKS', 'chapter_title', 'chapter_times', 'record_live_times',
+__all__ = ['CHAPTERS', 'LIVE_TIMES', 'DAY', 'EXERCISE_CHECKS', 'chapter_title', 'chapter_times', 'record_live_times',
            'live_times', 'live_cells', 'DayPlan', 'live_part', 'live_parts', 'agenda', 'chapter_brief',
            'questions_with_answers', 'ExerciseCheck', 'check_exercise', 'stub_source', 'check_call', 'student_copy',
            'write_student_copies', 'workshop_main']
@@ -452,6 +452,37 @@ def _check_name_augmentation(answer, train_df:pd.DataFrame, cda_train:pd.DataFra
     if answer == both: return "that is every tweet that changes; subtract those CDA's word list already changes"
     return "augment the training tweets with `names=probe_name_swaps()` and compare the count of augmented rows with CDA's alone"
 
+def _topic_prompts(plan):
+    "08.1 and 08.4's prompts: `plan.n_articles` BBC articles (seed 0), each cut to 500 characters, asking for the topic."
+    from finetune_book.data import BBC_LABELS, load_bbc, sample_rows
+    from finetune_book.llm import TOPIC_REQUEST, make_instructions
+    return make_instructions(sample_rows(load_bbc(), plan.n_articles, seed=0), TOPIC_REQUEST, BBC_LABELS, max_chars=500)
+
+def _check_topic_answers(answer, model, tokenizer, plan)->str|None:
+    "08.1: the untuned model's accuracy, format compliance and commonest answer on the BBC topic prompts (generation)."
+    from finetune_book.data import BBC_LABELS
+    from finetune_book.llm import evaluate_instructions
+    if not isinstance(answer, tuple) or len(answer) != 3: return "give a triple: (accuracy, format compliance, commonest answer)"
+    scores, answers = evaluate_instructions(model, tokenizer, _topic_prompts(plan), labels=BBC_LABELS)
+    accuracy, fmt, common = answer
+    if not (_close(accuracy, scores["accuracy"], 5e-4) and _close(fmt, scores["format"], 5e-4)):
+        return "generate greedy answers with `evaluate_instructions` and the topic labels (`labels=BBC_LABELS`), untuned model"
+    if common != answers.answer.value_counts().index[0]: return "the answer the model gave most often, exactly as it wrote it"
+
+def _check_topic_ranks(answer, model, tokenizer, plan)->str|None:
+    "08.4: the untuned model's accuracy on the BBC topic prompts by rank classification, and the topic it ranks first most often."
+    from finetune_book.data import BBC_LABELS
+    from finetune_book.llm import evaluate_instructions, rank_classify
+    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (accuracy by ranking, the topic ranked first most often)"
+    prompts = _topic_prompts(plan)
+    scores, table = rank_classify(model, tokenizer, prompts, labels=BBC_LABELS)
+    accuracy, topic = answer
+    if not _close(accuracy, scores["accuracy"], 5e-4):
+        if _close(accuracy, evaluate_instructions(model, tokenizer, prompts, labels=BBC_LABELS)[0]["accuracy"], 5e-4):
+            return "that is generation's accuracy (exercise 1); rank the five topics by their log-probabilities (`rank_classify`)"
+        return "rank the five topics by their log-probabilities with `rank_classify` (`labels=BBC_LABELS`) and score the ranking"
+    if topic != table.answer.value_counts().index[0]: return "the topic that is ranked first for the most articles"
+
 def _check_loo_top(answer, model, tokenizer)->str|None:
     "06.1: leave-one-out's top token for the JetBlue tweet, the drop in probability when it is deleted, and its score."
     from finetune_book.explain import attribute, class_probs
@@ -481,10 +512,6 @@ def _check_adapter_count(answer, model)->str|None:
     if not isinstance(fits, (bool, np.bool_)) or bool(fits) != (count * 4 / 1e6 < 5):
         return "float32 takes 4 bytes a parameter; compare the bytes with 5 MB, True or False"
 
-UNCHECKED = {  # the exercises without a check, and why
-    "08.1": "needs the LLM to generate twenty answers (minutes on a CPU)",
-    "08.4": "needs the LLM to rank twenty prompts (minutes on a CPU)"}
-
 class ExerciseCheck(NamedTuple):
     "What `check_exercise` needs for one exercise."
     name: str              # what the learner writes: a function, an object or an answer `ex1`, `ex2`, ...
@@ -505,8 +532,11 @@ EXERCISE_CHECKS = {
     "06.4": ExerciseCheck("word_scores", _check_word_scores), "07.1": ExerciseCheck("ex1", _check_swap),
     "07.2": ExerciseCheck("ex2", _check_worst_template, ("by_template",)),
     "07.3": ExerciseCheck("ex3", _check_name_augmentation, ("train_df", "cda_train")),
-    "07.4": ExerciseCheck("mentions_with_names", _check_mentions), "08.2": ExerciseCheck("ex2", _check_adapter_count, ("model",)),
-    "08.3": ExerciseCheck("strict_format", _check_strict_format)}
+    "07.4": ExerciseCheck("mentions_with_names", _check_mentions),
+    "08.1": ExerciseCheck("ex1", _check_topic_answers, ("model", "tokenizer", "plan")),
+    "08.2": ExerciseCheck("ex2", _check_adapter_count, ("model",)),
+    "08.3": ExerciseCheck("strict_format", _check_strict_format),
+    "08.4": ExerciseCheck("ex4", _check_topic_ranks, ("model", "tokenizer", "plan"))}
 
 
 # %% ../nbs/11_workshop.ipynb #w-check-ex

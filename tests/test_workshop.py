@@ -215,7 +215,8 @@ def value_contexts():
     from transformers import AutoModelForCausalLM
     from finetune_book.core import load_classifier, model_config
     from finetune_book.data import TWEET_LABELS
-    from finetune_book.data import load_bbc, sample_rows
+    from finetune_book.core import load_chat_model
+    from finetune_book.data import BBC_LABELS, load_bbc, sample_rows
     from finetune_book.data_quality import AuditReport, find_label_issues, inject_label_noise, precision_recall
     from finetune_book.explain import attribute
     from finetune_book.fairness import counterfactual_table
@@ -255,6 +256,8 @@ def value_contexts():
     at_10 = lambda right, bbc, bbc_features: precision_recall(
         find_label_issues(bbc.text, inject_label_noise(bbc.label, 0.10, seed=0)[0], features=bbc_features).row,
         np.flatnonzero(inject_label_noise(bbc.label, 0.10, seed=0)[1]))
+    llm, llm_tok = load_chat_model("smollm2-135m")
+    few_articles = types.SimpleNamespace(n_articles=3)  # the chapter's plan, as far as these checks read it
     return {"02.1": ({"data": {"train": tweets}, "run": run}, at_16, "batch size 64"),
             "02.2": ({"run": run}, lambda right, run: 100 * right, "not percent"),
             "02.3": ({}, lambda right: right.assign(**{c: 2 * right[c] for c in right.filter(like="p_")}), "sum to 1"),
@@ -278,6 +281,9 @@ def value_contexts():
                      "mean gap"),
             "07.3": ({"train_df": train_df, "cda_train": counterfactual_table(train_df)},
                      lambda right, train_df, cda_train: right + int(cda_train.augmented.sum()), "subtract"),
+            "08.1": ({"model": llm, "tokenizer": llm_tok, "plan": few_articles}, lambda right, **_: (*right[:2], right[2] + "!"), "most often"),
+            "08.4": ({"model": llm, "tokenizer": llm_tok, "plan": few_articles},  # untuned, 0.0 by ranking and by generation here
+                     lambda right, **_: (right[0], next(t for t in BBC_LABELS if t != right[1])), "ranked first"),
             "08.2": ({"model": decoder}, lambda right, model: (right[0] * 4 // 7, *right[1:]), "r x (its inputs")}
 
 
@@ -297,7 +303,7 @@ def reference_only(exercise:str)->dict:
     return {"reloaded": model, "reloaded_tok": tokenizer}
 
 
-VALUE_EXERCISES = ["02.1", "02.2", "02.3", "03.1", "03.2", "03.3", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.2"]
+VALUE_EXERCISES = ["02.1", "02.2", "02.3", "03.1", "03.2", "03.3", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3", "07.1", "07.2", "07.3", "08.1", "08.2", "08.4"]
 
 
 @pytest.mark.parametrize("exercise", VALUE_EXERCISES)
