@@ -67,16 +67,19 @@ def record_live_times(seconds:dict, # notebook file name -> seconds its `test` r
                                indent=1) + "\n")
     return path
 
-def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
-    "The recorded `test`-profile seconds per notebook (see `record_live_times`), named by the machine that ran them."
+def _read_live(path:str|Path)->dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; measure it with: FINETUNE_BOOK_LIVE_TIMES={path} pytest tests/test_notebooks.py")
-    data = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
+    "The recorded `test`-profile seconds per notebook (see `record_live_times`), named by the machine that ran them."
+    data = _read_live(path)
     return pd.Series(data["seconds"], name=f"test profile on {data['machine']['cpu']}, {data['machine']['cpu_cores']} cores")
 def live_cells(path:str|Path=LIVE_TIMES)->dict:
     "The recorded seconds of each notebook's slower cells: `{notebook: {cell id: seconds}}` (see `record_live_times`)."
-    return json.loads(Path(path).read_text()).get("cells", {})
+    return _read_live(path).get("cells", {})
 
 
 # %% ../nbs/11_workshop.ipynb #w-agenda
@@ -243,6 +246,11 @@ def _check_strict_format(f)->str|None:
 
 # %% ../nbs/11_workshop.ipynb #w-value-checks
 def _whole_number(x)->bool: return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+def _is_tuple(x, n:int)->bool: return isinstance(x, tuple) and len(x) == n
+def _close(a, b, tol:float)->bool:
+    "`a` is a number within `tol` of `b` (False for anything that is not a number)."
+    try: return abs(float(a) - float(b)) <= tol
+    except (TypeError, ValueError): return False
 
 def _check_conflict_groups(answer, conflicts:pd.DataFrame)->str|None:
     "03.1: the conflict groups with a neutral tweet in them, each group counted once."
@@ -262,11 +270,11 @@ def _check_nested_samples(answer, pool_tweets:pd.DataFrame)->str|None:
 
 def _check_rejections(answer, pairs:pd.DataFrame)->str|None:
     "04.2: the share of paraphrases the judge rejected, and the commonest reason among the rejected ones."
-    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (share rejected, commonest reason)"
+    if not _is_tuple(answer, 2): return "give a pair: (share rejected, commonest reason)"
     share, reason = answer
     rejected = pairs.loc[~pairs.kept, "reason"]
-    if abs(float(share) - (1 - pairs.kept.mean())) > 5e-4:
-        if abs(float(share) - pairs.kept.mean()) <= 5e-4: return "that is the share kept; the exercise asks for the share rejected"
+    if not _close(share, 1 - pairs.kept.mean(), 5e-4):
+        if _close(share, pairs.kept.mean(), 5e-4): return "that is the share kept; the exercise asks for the share rejected"
         return "the share rejected is the rejected pairs over all pairs (a number between 0 and 1)"
     if reason != (rejected.value_counts().idxmax() if len(rejected) else None):
         return "count the reasons of the rejected pairs only ('ok' is the reason of the kept ones)"
@@ -282,7 +290,7 @@ def _check_t4_estimate(answer)->str|None:
     if not isinstance(answer, dict) or set(answer) != {False, True}:
         return "give a dict: {False: GB without checkpointing, True: GB with it}"
     est = _bert_base_peak
-    close = lambda got, want: abs(float(got) - want) <= 0.005 * want
+    close = lambda got, want: _close(got, want, 0.005 * want)
     if all(close(answer[ck], est(ck=ck) / 1e9) for ck in (False, True)): return None
     if all(close(answer[ck], est(ck=ck) / 2**30) for ck in (False, True)): return "in GB of 1e9 bytes, not GiB"
     if all(close(answer[ck], est(ck=ck) / 1e6) for ck in (False, True)): return "in GB, not MB"
@@ -293,10 +301,10 @@ def _check_t4_estimate(answer)->str|None:
 
 def _check_pick(answer, best, value:float, hints:tuple, known_wrong:dict)->str|None:
     "A pair `(row label, number)`: right when the row is `best` and the number `value`; `hints`: (not a pair, another row, a wrong number)."
-    if not isinstance(answer, tuple) or len(answer) != 2: return hints[0]
+    if not _is_tuple(answer, 2): return hints[0]
     row, number = answer
     if row != best: return next((hint for r, hint in known_wrong.items() if r == row), hints[1])
-    if abs(float(number) - value) > 5e-4: return hints[2]
+    if not _close(number, value, 5e-4): return hints[2]
 
 def _check_sufficiency(answer, faith:pd.DataFrame)->str|None:
     "06.2: the method with the lowest sufficiency, and how far below random's it is."
@@ -320,10 +328,6 @@ def _check_worst_template(answer, by_template:pd.DataFrame)->str|None:
                        ("give a pair: (template, share of its pairs that flip)", "the template with the largest mean gap (the `gap` column)",
                         "the flip share of that template's pairs (the `flip` column)"),
                        {by_template.flip.idxmax(): "rank the templates by their mean gap, not by their flips"})
-
-def _close(a, b, tol:float)->bool:
-    try: return abs(float(a) - float(b)) <= tol
-    except (TypeError, ValueError): return False
 
 def _check_padding(answer, data:dict, run)->str|None:
     "02.1: the padding share of each strategy at batch size 64 for the chapter's training rows (truncated at 128 tokens)."
@@ -379,12 +383,13 @@ def _check_noise_detection(answer, bbc:pd.DataFrame, bbc_features:np.ndarray)->s
     if all(_close(answer[k], right[k], 5e-4) for k in ("precision", "recall")): return None
     if _close(answer["precision"], right["recall"], 5e-4) and _close(answer["recall"], right["precision"], 5e-4):
         return "precision is the share of flagged rows that were flipped; recall, the share of flipped rows that were flagged"
-    if all(_close(answer[k], scores(0.10)[k], 5e-4) for k in ("precision", "recall")): return "20% noise, not the 10% above"
+    at_10 = scores(0.10)
+    if all(_close(answer[k], at_10[k], 5e-4) for k in ("precision", "recall")): return "20% noise, not the 10% above"
     return "flip 20% of the BBC sample's labels (`inject_label_noise`, seed 0), run the detector on the noisy labels, score its rows"
 
 def _check_smallest_k(answer, curves:dict)->str|None:
     "04.3: on the BBC curve at the smallest k, the method with the highest mean accuracy, and SetFit's wins over plain fine-tuning."
-    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (method, SetFit's wins)"
+    if not _is_tuple(answer, 2): return "give a pair: (method, SetFit's wins)"
     method, wins = answer
     curve = curves["bbc"]
     at = curve[curve.k == curve.k.min()]
@@ -402,7 +407,7 @@ def _check_smallest_k(answer, curves:dict)->str|None:
 
 def _check_lora_factors(answer, big:dict)->str|None:
     "05.2: the factors by which LoRA shrinks the 1B decoder's trainable parameters and its estimated peak at 4 x 1024 tokens."
-    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (trainable factor, peak factor)"
+    if not _is_tuple(answer, 2): return "give a pair: (trainable factor, peak factor)"
     full, lora = big["1B decoder, full, b4 x 1024"], big["1B decoder, LoRA, b4 x 1024"]
     params, peak = answer
     if not _close(params, full.trainable / lora.trainable, max(0.5, 1e-3 * full.trainable / lora.trainable)):
@@ -462,7 +467,7 @@ def _check_topic_answers(answer, model, tokenizer, plan)->str|None:
     "08.1: the untuned model's accuracy, format compliance and commonest answer on the BBC topic prompts (generation)."
     from finetune_book.data import BBC_LABELS
     from finetune_book.llm import evaluate_instructions
-    if not isinstance(answer, tuple) or len(answer) != 3: return "give a triple: (accuracy, format compliance, commonest answer)"
+    if not _is_tuple(answer, 3): return "give a triple: (accuracy, format compliance, commonest answer)"
     scores, answers = evaluate_instructions(model, tokenizer, _topic_prompts(plan), labels=BBC_LABELS)
     accuracy, fmt, common = answer
     if not (_close(accuracy, scores["accuracy"], 5e-4) and _close(fmt, scores["format"], 5e-4)):
@@ -473,7 +478,7 @@ def _check_topic_ranks(answer, model, tokenizer, plan)->str|None:
     "08.4: the untuned model's accuracy on the BBC topic prompts by rank classification, and the topic it ranks first most often."
     from finetune_book.data import BBC_LABELS
     from finetune_book.llm import evaluate_instructions, rank_classify
-    if not isinstance(answer, tuple) or len(answer) != 2: return "give a pair: (accuracy by ranking, the topic ranked first most often)"
+    if not _is_tuple(answer, 2): return "give a pair: (accuracy by ranking, the topic ranked first most often)"
     prompts = _topic_prompts(plan)
     scores, table = rank_classify(model, tokenizer, prompts, labels=BBC_LABELS)
     accuracy, topic = answer
@@ -486,7 +491,7 @@ def _check_topic_ranks(answer, model, tokenizer, plan)->str|None:
 def _check_loo_top(answer, model, tokenizer)->str|None:
     "06.1: leave-one-out's top token for the JetBlue tweet, the drop in probability when it is deleted, and its score."
     from finetune_book.explain import attribute, class_probs
-    if not isinstance(answer, tuple) or len(answer) != 3: return "give a triple: (top token, the drop when it is deleted, its score)"
+    if not _is_tuple(answer, 3): return "give a triple: (top token, the drop when it is deleted, its score)"
     a = attribute(model, tokenizer, "@JetBlue thanks for the great flight", method="leave_one_out")
     top = int(np.argmax(a.scores))
     token, drop, score = answer
@@ -501,7 +506,7 @@ def _check_adapter_count(answer, model)->str|None:
     "08.2: parameters of rank-4 adapters on every linear layer of the blocks, by hand and by peft, and whether they fit under 5 MB in float32."
     from finetune_book.llm import lora_parameter_count
     attention, mlp = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
-    if not isinstance(answer, tuple) or len(answer) != 3: return "give a triple: (your count, peft's count, whether it fits under 5 MB)"
+    if not _is_tuple(answer, 3): return "give a triple: (your count, peft's count, whether it fits under 5 MB)"
     mine, peft, fits = answer
     count = lora_parameter_count(model, 4, attention + mlp)
     if mine != count:
@@ -522,13 +527,15 @@ EXERCISE_CHECKS = {
     "02.1": ExerciseCheck("ex1", _check_padding, ("data", "run")), "02.2": ExerciseCheck("ex2", _check_truncation, ("run",)),
     "02.3": ExerciseCheck("ex3", _check_predictions), "02.4": ExerciseCheck("ex4_pipe", _check_char_pipeline),
     "03.1": ExerciseCheck("ex1", _check_conflict_groups, ("conflicts",)),
-    "03.2": ExerciseCheck("ex2", _check_noise_detection, ("bbc", "bbc_features")), "03.3": ExerciseCheck("ex3", _check_near_duplicates, ("sample", "report")),
+    "03.2": ExerciseCheck("ex2", _check_noise_detection, ("bbc", "bbc_features")),
+    "03.3": ExerciseCheck("ex3", _check_near_duplicates, ("sample", "report")),
     "03.4": ExerciseCheck("margin_scores", _check_margins),
     "04.1": ExerciseCheck("ex1", _check_nested_samples, ("pool_tweets",)), "04.2": ExerciseCheck("ex2", _check_rejections, ("pairs",)),
     "04.3": ExerciseCheck("ex3", _check_smallest_k, ("curves",)), "04.4": ExerciseCheck("knn_method", _check_knn),
     "05.1": ExerciseCheck("ex1", _check_t4_estimate), "05.2": ExerciseCheck("ex2", _check_lora_factors, ("big",)),
     "05.3": ExerciseCheck("ex3", _check_memory_levers, ("lever_table", "levers")), "05.4": ExerciseCheck("ex4_lever", _check_lever),
-    "06.1": ExerciseCheck("ex1", _check_loo_top, ("model", "tokenizer")), "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)), "06.3": ExerciseCheck("ex3", _check_tcav_rows, ("concept_tcav",)),
+    "06.1": ExerciseCheck("ex1", _check_loo_top, ("model", "tokenizer")), "06.2": ExerciseCheck("ex2", _check_sufficiency, ("faith",)),
+    "06.3": ExerciseCheck("ex3", _check_tcav_rows, ("concept_tcav",)),
     "06.4": ExerciseCheck("word_scores", _check_word_scores), "07.1": ExerciseCheck("ex1", _check_swap),
     "07.2": ExerciseCheck("ex2", _check_worst_template, ("by_template",)),
     "07.3": ExerciseCheck("ex3", _check_name_augmentation, ("train_df", "cda_train")),

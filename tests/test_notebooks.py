@@ -5,7 +5,6 @@ work are single-threaded, so on a 2-core machine two notebooks finish sooner tha
 printed in a table at the end of the run (conftest); the 90-second budget is checked by reading it, not asserted,
 since a timed test is flaky on a shared machine. With `FINETUNE_BOOK_LIVE_TIMES=path` the notebooks run one at a
 time with the machine's threads, as a learner runs them, and those times are recorded for the workshop guide."""
-import json
 import os
 import re
 import subprocess
@@ -40,8 +39,9 @@ def cell_seconds(nb:str, output:str)->dict:
 
 def longest_first(notebooks:list)->list:
     "The notebooks in the order that packs best: the longest recorded live time first."
+    from finetune_book.workshop import live_times
     path = NBS.parent / "workshop" / "live_times.json"
-    recorded = json.loads(path.read_text())["seconds"] if path.exists() else {}
+    recorded = live_times(path) if path.exists() else {}
     return sorted(notebooks, key=lambda nb: -recorded.get(nb, 0))
 
 

@@ -107,14 +107,18 @@ def chapter_env(exercise:str)->dict:
     return env
 
 
+def defines(node)->set:
+    "The names a statement of a solution cell defines: a function's, or its assignments' targets (in a `with` too; not a comprehension's)."
+    import ast
+    if isinstance(node, ast.FunctionDef): return {node.name}
+    targets = [t for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+               for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+    return {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+
+
 def needed_nodes(body:list, name:str)->list:
     "The statements of a solution cell that define `name`, with the earlier ones whose names it reads (e.g. `_f, _l = ...`)."
     import ast
-    def defines(node):
-        if isinstance(node, ast.FunctionDef): return {node.name}
-        targets = [t for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))  # `with ...: x = ...` too,
-                   for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]        # not a comprehension's loop names
-        return {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
     i = next(i for i, node in enumerate(body) if name in defines(node))
     wanted, keep = {n.id for n in ast.walk(body[i]) if isinstance(n, ast.Name)}, [body[i]]
     for node in reversed(body[:i]):
@@ -129,7 +133,7 @@ def reference_answer(exercise:str, name:str, **context):
     nb, env = json.loads(next(NBS.glob(f"{exercise[:2]}_*.ipynb")).read_text()), {**chapter_env(exercise), **context}
     for src in solution_cells(nb):
         tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith("#|")))
-        if any(name == getattr(node, "name", None) or name in {getattr(t, "id", None) for t in getattr(node, "targets", [])} for node in tree.body):
+        if any(name in defines(node) for node in tree.body):
             exec(compile(ast.Module(needed_nodes(tree.body, name), []), exercise, "exec"), env)
             return env[name]
     raise LookupError(f"{name} is not in chapter {exercise[:2]}'s solutions")
@@ -211,9 +215,7 @@ def value_contexts():
     import numpy as np, pandas as pd
     from finetune_book.core import load_tokenizer
     from finetune_book.data import load_tweets, padding_share
-    import torch
-    from transformers import AutoModelForCausalLM
-    from finetune_book.core import load_classifier, model_config
+    from finetune_book.core import load_classifier
     from finetune_book.data import TWEET_LABELS
     from finetune_book.core import load_chat_model
     from finetune_book.data import BBC_LABELS, load_bbc, sample_rows
@@ -248,7 +250,6 @@ def value_contexts():
                          flagged=pd.DataFrame({"row": [1, 2, 2, 5, 7], "issue": ["near_duplicate", "near_duplicate", "label_issue",
                                                                                   "duplicate", "label_issue"]}))  # rows 1, 2 near-duplicates
     classifier, classifier_tok = load_classifier("minilm", labels=TWEET_LABELS)  # pretrained, its head untrained: the check reruns it
-    with torch.device("meta"): decoder = AutoModelForCausalLM.from_config(model_config("smollm2-135m"))  # shapes only: counts
     lowest = lambda right, model, tokenizer: (attribute(model, tokenizer, "@JetBlue thanks for the great flight", method="leave_one_out")
                                               .top(99).token.iloc[-1], *right[1:])
     bbc = sample_rows(load_bbc(), 100, seed=0)
@@ -284,7 +285,7 @@ def value_contexts():
             "08.1": ({"model": llm, "tokenizer": llm_tok, "plan": few_articles}, lambda right, **_: (*right[:2], right[2] + "!"), "most often"),
             "08.4": ({"model": llm, "tokenizer": llm_tok, "plan": few_articles},  # untuned, 0.0 by ranking and by generation here
                      lambda right, **_: (right[0], next(t for t in BBC_LABELS if t != right[1])), "ranked first"),
-            "08.2": ({"model": decoder}, lambda right, model: (right[0] * 4 // 7, *right[1:]), "r x (its inputs")}
+            "08.2": ({"model": llm}, lambda right, model: (right[0] * 4 // 7, *right[1:]), "r x (its inputs")}
 
 
 def fp32_estimate()->dict:
