@@ -42,8 +42,8 @@ class ExplainPlan(FinetunePlan):
     tcav_layers: tuple  # the layers whose [CLS] activations are tested for the concepts
 
 EXPLAIN_PLANS = {
-    "test": ExplainPlan("minilm", n_train=200, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1), n_texts=10, ig_steps=16,
-                        n_sanity=3, sanity_steps=8, sanity_seeds=(1, 2), tcav_repeats=6, tcav_set_size=30, n_tcav_test=60,
+    "test": ExplainPlan("minilm", n_train=200, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1), n_texts=10, ig_steps=8,
+                        n_sanity=1, sanity_steps=4, sanity_seeds=(1, 2), tcav_repeats=4, tcav_set_size=30, n_tcav_test=100,
                         tcav_layers=(3, 6)),
     "cpu": ExplainPlan("minilm", n_train=1500, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2), n_texts=100, ig_steps=32,
                        n_sanity=16, sanity_steps=16, sanity_seeds=(1, 2, 3), tcav_repeats=30, tcav_set_size=50,
@@ -569,7 +569,7 @@ def explain_work(plan:ExplainPlan)->list:
     grads = dict(method="freeze", **on)  # input gradients: forward and backward, no weight update
     return [Work("fine-tuning: each seed, then with handles masked", plan.model, runs=2 * seeds,
                  train_examples=plan.n_train * plan.epochs, train_length=tokens,
-                 predict_texts=max(plan.n_texts, plan.n_tcav_test, 200) + 12 * plan.n_tcav_test, predict_length=alone),
+                 predict_texts=max(plan.n_texts, plan.n_tcav_test) + 12 * plan.n_tcav_test, predict_length=alone),
             Work("integrated gradients and input x gradient, each seed", runs=seeds,
                  train_examples=plan.n_texts * (plan.ig_steps + 1), **grads),
             Work("leave-one-out, attention and erasure curves, each seed", runs=seeds, predict_texts=plan.n_texts * (alone + 50), **on),

@@ -38,8 +38,8 @@ class FairnessPlan(FinetunePlan):
     n_name_plant: int # ... and planted tweets whose bias rides on first names, which the list does not hold
 
 FAIRNESS_PLANS = {
-    "test": FairnessPlan("minilm", n_train=96, n_test=100, epochs=1, lr=2e-4, max_length=48, seeds=(0, 1), mask_seeds=(0,),
-                         n_probes=240, n_boot=200, n_plant=40, n_name_plant=40),
+    "test": FairnessPlan("minilm", n_train=64, n_test=100, epochs=1, lr=2e-4, max_length=48, seeds=(0, 1), mask_seeds=(0,),
+                         n_probes=160, n_boot=200, n_plant=24, n_name_plant=40),
     "cpu": FairnessPlan("minilm", n_train=1500, n_test=1000, epochs=1, lr=2e-4, max_length=64, seeds=(0, 1, 2), mask_seeds=(0,),
                         n_probes=2880, n_boot=500, n_plant=300, n_name_plant=300),
     "gpu": FairnessPlan("bert-base-uncased", n_train=4500, n_test=3500, epochs=2, lr=3e-5, max_length=64,
@@ -165,7 +165,7 @@ def counterfactual_augment(texts:list, # sentences; left unchanged
     swaps = _swap_map(list(pairs) + list((names or {}).items()))
     for w in ("her", "his", "him"): swaps.pop(w, None)  # decided below, by context
     # the lookahead reads the next word without consuming it, so that word is still matched itself
-    pattern = re.compile(_whole_words(set(swaps) | {"her", "his", "him"}).pattern + r"(?=(\W*)(\w*))", re.I)
+    pattern = re.compile("(" + _whole_words(set(swaps) | {"her", "his", "him"}).pattern + r")(?=(\W*)(\w*))", re.I)
     def swap(m):
         word, gap, nxt = m.group(1), m.group(2), m.group(3)
         low = word.lower()
@@ -176,8 +176,8 @@ def counterfactual_augment(texts:list, # sentences; left unchanged
     return [pattern.sub(swap, t) for t in texts]
 
 def _whole_words(words)->re.Pattern:
-    "A case-insensitive pattern matching any of `words` as a whole word (longest first), captured as group 1."
-    return re.compile(r"\b(" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b", re.I)
+    "A case-insensitive pattern matching any of `words` as a whole word (longest first); it captures no group."
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b", re.I)
 
 # %% ../nbs/07_fairness.ipynb #probe-probs
 def probe_probabilities(model, tokenizer, texts:list, max_length:int=64)->dict:
