@@ -48,8 +48,8 @@ class LLMPlan:
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLM_PLANS = {
-    "test": LLMPlan("smollm2-135m", n_train=32, n_test=16, n_generate=4, steps=2, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
-                    seeds=(0,), noise=0.4, n_questions=2, encoder_epochs=2, n_articles=6),
+    "test": LLMPlan("smollm2-135m", n_train=32, n_test=8, n_generate=4, steps=2, batch_size=2, lr=1e-3, r=8, targets=_ATTENTION,
+                    seeds=(0,), noise=0.4, n_questions=1, encoder_epochs=1, n_articles=3),
     "cpu": LLMPlan("smollm2-135m", n_train=240, n_test=1000, n_generate=40, steps=60, batch_size=4, lr=1e-3, r=8, targets=_ATTENTION,
                    seeds=(0,), noise=0.4, n_questions=12, encoder_epochs=10, n_articles=20),
     "gpu": LLMPlan("HuggingFaceTB/SmolLM2-360M-Instruct", n_train=4000, n_test=1000, n_generate=300, steps=300, batch_size=16,

@@ -225,9 +225,9 @@ def test_tour_explainability_entry(ci_tour):
 def test_tour_fairness_entry(ci_tour):
     f = ci_tour[0]["chapters"]["fairness"]
     tmp_path = ci_tour[1]
-    from finetune_book.fairness import fairness_plan
+    from finetune_book.fairness import fairness_plan, make_probe_set, sample_probes
     plan = fairness_plan("test")
-    assert f["seeds"] == 2 and f["probes"] == plan.n_probes
+    assert f["seeds"] == 2 and f["probes"] == len(sample_probes(make_probe_set(), plan.n_probes))  # whole groups: about n_probes
     assert f["gap_untreated"] > 1e-4 and f["gap_cda"] > 1e-4   # a pair compares two different texts: never exactly 0
     assert on_grid(f["accuracy_cda"], 2 * plan.n_test) and on_grid(f["accuracy_untreated"], 2 * plan.n_test)
     assert (tmp_path / "fairness_gap.png").stat().st_size > 1000
