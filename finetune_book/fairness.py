@@ -1,4 +1,4 @@
-"""Does a fine-tuned sentiment model treat "my sister" and "my brother" differently? A probe set of template sentences, group metrics with fairlearn and bootstrap intervals, counterfactual token gaps, where a bias would come from in the training data, two mitigations (counterfactual data augmentation over seeds, masking identity words on one), and a planted bias that the augmentation's word list cannot reach.
+"""Does a fine-tuned sentiment model treat "my sister" and "my brother" differently? A probe set of template sentences, group metrics with fairlearn and bootstrap intervals, counterfactual token gaps, where a bias would come from in the training data, two mitigations (counterfactual data augmentation over seeds, masking identity words on one), and two planted biases, one of which the augmentation's word list cannot reach.
 
 Docs: https://finetune-book.github.io/finetune-book/fairness.html.md"""
 

@@ -1,4 +1,4 @@
-"""A GPT-style chat model taught a new task on a laptop CPU: the packaged SmolLM2-135M-Instruct, chat templates and generation settings, an instruction set built from the book's tweets, zero-shot and few-shot baselines scored by generation and by rank classification on a thousand held-out prompts, supervised fine-tuning with LoRA (TRL's `SFTTrainer`, loss on the answers only), a comparison with the book's fine-tuned encoder, what the model forgets, and saving, merging and reloading the adapter.
+"""A GPT-style chat model taught a new task on two CPU cores: the packaged SmolLM2-135M-Instruct, chat templates and generation settings, an instruction set built from the book's tweets, zero-shot and few-shot baselines scored by rank classification on a thousand held-out prompts and by generation on the first 40, supervised fine-tuning with LoRA (TRL's `SFTTrainer`, loss on the answers only), a comparison with the book's fine-tuned encoder, what the model forgets, and saving, merging and reloading the adapter.
 
 Docs: https://finetune-book.github.io/finetune-book/llm_instruction_tuning.html.md"""
 
