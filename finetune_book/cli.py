@@ -64,13 +64,13 @@ def write_report(results:dict, out_dir:Path)->Path:
 # %% ../nbs/10_cli.ipynb #tour-times
 TOUR_SIZES = {"quick": "test", "full": None}  # profile each tour size runs; `None`: the machine's own (`cpu` or `gpu`)
 QUICK_OPTIONS = {"finetune": {"quick": True}}  # what the quick tour adds to the test profile, per entry: the test
-# profile's 320 tweets cannot show fine-tuning's lesson, so that entry runs its `QUICK_FINETUNE` (1,500 tweets)
+# profile's 192 training tweets cannot show fine-tuning's lesson, so that entry runs its `QUICK_FINETUNE` (1,500 tweets)
 
-TOUR_SECONDS = {  # measured wall time per entry, `finetune-book tour` on a 2-core AMD EPYC (AVX-512, native bf16), 2026-12-02
-    "quick": {"finetune": 129, "data_quality": 68, "sparse_data": 8, "compute": 24, "explainability": 18,
-              "fairness": 22, "llm": 21},
-    "test": {"finetune": 45, "data_quality": 68, "sparse_data": 8, "compute": 24, "explainability": 18,
-             "fairness": 22, "llm": 21},  # all but finetune are the quick tour's own runs
+TOUR_SECONDS = {  # measured wall time per entry, `finetune-book tour` on a 2-core AMD EPYC (AVX2, bf16 emulated), 2026-12-07
+    "quick": {"finetune": 156, "data_quality": 29, "sparse_data": 8, "compute": 41, "explainability": 20,
+              "fairness": 18, "llm": 12},
+    "test": {"finetune": 41, "data_quality": 29, "sparse_data": 8, "compute": 41, "explainability": 20,
+             "fairness": 18, "llm": 12},  # all but finetune are the quick tour's own runs
     "cpu": {},  # not measured at the second edition's sizes (the first edition's fine-tuning entry took 36 min)
 }
 

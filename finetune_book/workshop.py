@@ -56,7 +56,7 @@ def record_live_times(seconds:dict, # notebook file name -> seconds its `test` r
     if not seconds: raise ValueError("no notebook times to record; run the notebook tests (tests/test_notebooks.py).")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     info = machine_info()
-    machine = {k: info[k] for k in ("cpu", "cpu_cores", "torch_threads")}
+    machine = {k: info[k] for k in ("cpu", "cpu_capability", "cpu_bf16", "cpu_cores", "torch_threads")}  # one CPU model comes with AVX2 or AVX-512
     old = json.loads(path.read_text()) if path.exists() else {}
     same = old.get("machine") == machine  # a rerun of some notebooks on the same machine keeps the others; another starts afresh
     new = (old.get("seconds", {}) if same else {}) | {k: round(float(v), 1) for k, v in seconds.items()}
@@ -73,10 +73,14 @@ def _read_live(path:str|Path)->dict:
         raise FileNotFoundError(f"{path} does not exist; measure it with: FINETUNE_BOOK_LIVE_TIMES={path} pytest tests/test_notebooks.py")
     return json.loads(path.read_text())
 
+def _machine_name(m:dict)->str:
+    cap = f" ({m['cpu_capability']})" if "cpu_capability" in m else ""  # files written before it was recorded lack it
+    return f"{m['cpu']}{cap}, {m['cpu_cores']} cores"
+
 def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
     "The recorded `test`-profile seconds per notebook (see `record_live_times`), named by the machine that ran them."
     data = _read_live(path)
-    return pd.Series(data["seconds"], name=f"test profile on {data['machine']['cpu']}, {data['machine']['cpu_cores']} cores")
+    return pd.Series(data["seconds"], name=f"test profile on {_machine_name(data['machine'])}")
 def live_cells(path:str|Path=LIVE_TIMES)->dict:
     "The recorded seconds of each notebook's slower cells: `{notebook: {cell id: seconds}}` (see `record_live_times`)."
     return _read_live(path).get("cells", {})
