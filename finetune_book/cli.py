@@ -71,7 +71,8 @@ TOUR_SECONDS = {  # measured wall time per entry, `finetune-book tour` on a 2-co
               "fairness": 18, "llm": 12},
     "test": {"finetune": 41, "data_quality": 29, "sparse_data": 8, "compute": 41, "explainability": 20,
              "fairness": 18, "llm": 12},  # all but finetune are the quick tour's own runs
-    "cpu": {},  # not measured at the second edition's sizes (the first edition's fine-tuning entry took 36 min)
+    "cpu": {  # `finetune-book tour --full` on the same machine, 2026-12-07
+        "finetune": 1234, "data_quality": 383, "sparse_data": 80, "compute": 403, "explainability": 161, "fairness": 301, "llm": 364},
 }
 
 TOUR_SIZE_NOTES = {  # what the report says about the size it ran at
