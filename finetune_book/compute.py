@@ -200,6 +200,7 @@ def profile_training_memory(model, optimizer, batches:list, precision:str="fp32"
     # the weights are known exactly, and whatever is left over counts as temporaries
     return dict(weights=weights, **kinds, temporaries=total - weights - sum(kinds.values()), total=total), timeline
 
+# %% ../nbs/05_compute.ipynb #plot-timeline
 def plot_memory_timeline(timeline:pd.DataFrame, title:str="Memory during two training steps"):
     "A stacked area plot of the profiler's timeline: what holds memory at each moment."
     import matplotlib.pyplot as plt
@@ -496,11 +497,11 @@ def activation_formula(config, batch_size:int, seq_len:int, precision:str="fp32"
     per_layer = s * b * h * 34 + 5 * a * s * s * b if precision != "fp32" else s * b * h * 66 + 9 * a * s * s * b
     return config.num_hidden_layers * per_layer
 
+# %% ../nbs/05_compute.ipynb #formula-peak
 def formula_peak(config, params:int, precision:str="fp32", optimizer:str="adamw", batch_size:int=8, seq_len:int=128)->int:
     "A pencil-and-paper peak for full fine-tuning: weights, optimizer states, 16-bit copy, and the formula's activations."
     rule = bytes_per_parameter(precision, optimizer)
     return params * (rule["weights"] + rule["optimizer"] + rule["half_copy"]) + activation_formula(config, batch_size, seq_len, precision)
-
 
 # %% ../nbs/05_compute.ipynb #a6b41e78
 def llama_1b_config():
@@ -510,6 +511,7 @@ def llama_1b_config():
                        num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
                        max_position_embeddings=131072, rope_theta=500000.0)
 
+# %% ../nbs/05_compute.ipynb #bert-base
 def bert_base_config():
     "BERT-base's shape (`BertConfig`'s defaults: 12 layers, hidden size 768, 30,522-token vocabulary)."
     from transformers import BertConfig
@@ -532,6 +534,7 @@ def text_batches(tokenizer, df:pd.DataFrame, labels:list, batch_size:int=16, max
     rows = ds.remove_columns("length").select(order).to_list()
     return [collate(rows[i:i + batch_size]) for i in range(0, len(rows) - batch_size + 1, batch_size)]
 
+# %% ../nbs/05_compute.ipynb #time-steps
 def time_training_steps(model, optimizer, steps:list, # each step: a list of micro-batches
                         precision:str="fp32")->float:
     "Median seconds per optimizer step over `steps` (the first step is a warm-up and not timed)."
@@ -552,6 +555,7 @@ class Lever:
     precision: str = "fp32"
     method: str = "full"
 
+# %% ../nbs/05_compute.ipynb #measure-lever
 def _steps(batches:list, accumulation:int)->list:
     return [batches[i:i + accumulation] for i in range(0, len(batches) - accumulation + 1, accumulation)]
 
@@ -584,6 +588,7 @@ def measure_lever(model_name:str, lever:Lever, df:pd.DataFrame, labels:list, bat
         out["peak_mb"] = profile_training_memory(net, opt, longest, lever.precision, steps=1)[0]["total"] / 2**20
     return out
 
+# %% ../nbs/05_compute.ipynb #compare-levers
 def compare_levers(model_name:str, levers:dict, # name -> `Lever`; the first is the baseline
                    df:pd.DataFrame, labels:list, batch_size:int=16, max_length:int=128, n_steps:int=8,
                    seed:int=0, progress:bool=False,
@@ -611,7 +616,6 @@ def compare_levers(model_name:str, levers:dict, # name -> `Lever`; the first is 
     out.attrs["rounds"] = pd.DataFrame({name: [r["seconds_per_step"] for r in rs] for name, rs in runs.items()})  # per round
     return out
 
-
 # %% ../nbs/05_compute.ipynb #160ed027
 def smaller_encoder(model_name:str, # a BERT-style encoder: short name, folder or hub id
                     keep_layers:tuple, # indices of the transformer layers to keep, e.g. (0, 2, 4)
@@ -631,6 +635,7 @@ def smaller_encoder(model_name:str, # a BERT-style encoder: short name, folder o
     load_pretrained(AutoTokenizer, src).save_pretrained(out)
     return out
 
+# %% ../nbs/05_compute.ipynb #saved-size
 def saved_size(model, folder:str|Path)->int:
     "Bytes on disk of `model.save_pretrained(folder)` (a peft model saves only its adapters and head)."
     model.save_pretrained(folder, safe_serialization=True)
@@ -664,12 +669,14 @@ def quantize_int8(model)->torch.nn.Module:
         warnings.simplefilter("ignore")  # the API is moving to torchao; it still works
         return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
+# %% ../nbs/05_compute.ipynb #state-size
 def state_size(model)->int:
     "Bytes of `model`'s state dict as `torch.save` writes it (works for quantized modules; nothing is loaded back)."
     import io
     buf = io.BytesIO(); torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
 
+# %% ../nbs/05_compute.ipynb #inference-seconds
 def inference_seconds(model, tokenizer, texts:list, batch_size:int=64, max_length:int=128, repeats:int=3)->float:
     "Best wall time of `repeats` passes classifying `texts`, after one warm-up pass."
     texts, batch_size, repeats = check_texts(texts), check_int(batch_size, "batch_size"), check_int(repeats, "repeats")
@@ -702,6 +709,7 @@ def ddp_train(model_name:str="minilm", n_rows:int=32, global_batch:int=8, steps:
     net = getattr(net, "module", net)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
+# %% ../nbs/05_compute.ipynb #run-ddp
 def _ddp_worker():
     "Entry point for `torchrun ... -m finetune_book.compute OUT.safetensors KWARGS_JSON`."
     import torch.distributed as dist
@@ -724,6 +732,7 @@ def run_ddp(nprocs:int=2, timeout:int=600, **kwargs)->dict:
         if res.returncode: raise RuntimeError(f"torchrun failed ({res.returncode}):\n{res.stderr[-2000:]}")
         return load_file(out)
 
+# %% ../nbs/05_compute.ipynb #max-weight-diff
 def max_weight_difference(a:dict, b:dict)->float:
     "The largest absolute difference between two state dicts with the same keys."
     if a.keys() != b.keys(): raise ValueError("The two state dicts have different keys.")
@@ -751,6 +760,7 @@ def launch_config(kind:str="fsdp", # `ddp-cpu` (run in this chapter), `fsdp` or 
         zero_stage=3, offload_optimizer_device="none", offload_param_device="none", zero3_init_flag=True,
         zero3_save_16bit_model=True, gradient_accumulation_steps=1, gradient_clipping=1.0)}
 
+# %% ../nbs/05_compute.ipynb #write-launch
 def write_launch_configs(folder:str|Path, num_processes:int=2)->list:
     "Write the three launch configurations as YAML files into `folder`; return their paths."
     import yaml
@@ -776,6 +786,7 @@ def flop_rate(gpu:str="T4", precision:str="16-bit", utilisation:float=0.3)->floa
     utilisation = check_number(utilisation, "utilisation", above=0, maximum=1)
     return GPUS[gpu]["tflops_16bit" if precision == "16-bit" else "tflops_fp32"] * 1e12 * utilisation
 
+# %% ../nbs/05_compute.ipynb #training-flops
 def training_flops(report, # a `MemoryReport`, or anything with `params` and `trainable` counts
                    tokens:int,
                    gradient_checkpointing:bool=False, # recompute each layer's forward pass during the backward pass
@@ -784,6 +795,7 @@ def training_flops(report, # a `MemoryReport`, or anything with `params` and `tr
     recompute = 2 * report.params * tokens if gradient_checkpointing else 0  # a second forward pass
     return 4 * report.params * tokens + 2 * report.trainable * tokens + recompute
 
+# %% ../nbs/05_compute.ipynb #gpu-job
 def gpu_job(report:MemoryReport, # an estimate made with `target="gpu"`
             tokens:int, # tokens the job trains on (examples x sequence length x epochs)
             gpu:str="T4", utilisation:float=0.3, # share of the peak FLOP rate the job reaches (an assumption)
@@ -808,6 +820,7 @@ def mpnet_base_config():
     from transformers import MPNetConfig
     return MPNetConfig()
 
+# %% ../nbs/05_compute.ipynb #smollm2-360m-config
 def smollm2_360m_config():
     "The published shape of SmolLM2-360M (its `config.json` on the Hub, an outside figure): a 362M-parameter decoder."
     from transformers import LlamaConfig
@@ -902,12 +915,14 @@ def token_lengths(texts:list, tokenizer, max_length:int=512)->np.ndarray:
     "How many tokens `tokenizer` makes of each of `texts` (special tokens included), truncated at `max_length`."
     return np.array([len(ids) for ids in tokenizer(check_texts(texts), truncation=True, max_length=max_length)["input_ids"]])
 
+# %% ../nbs/05_compute.ipynb #padded-tokens-fn
 def padded_tokens(lengths, # tokens in each text (`token_lengths`)
                   batch_size:int=32, seed:int=0)->float:
     "Mean tokens per text when texts of these `lengths`, shuffled into batches of `batch_size`, are padded to each batch's longest."
     share = padding_share(lengths, batch_size, "dynamic", seed=seed)  # the data chapter's padding count; it checks both
     return float(np.mean(lengths) / (1 - share))
 
+# %% ../nbs/05_compute.ipynb #tweet-tokens
 TWEET_TOKENS = 64       # what a shuffled training batch of tweets pads to, at most (measured below)
 TWEET_MEAN_TOKENS = 34  # a tweet's own length, on average: what one-text work and length-sorted batches hold
 

@@ -67,6 +67,7 @@ def eager_attention(model):
     finally:
         if old not in (None, "eager"): model.set_attn_implementation(old)
 
+# %% ../nbs/06_explainability.ipynb #encode-text
 def _device(model)->torch.device: return next(model.parameters()).device
 
 def _token_limit(model, tokenizer)->int:
@@ -78,7 +79,7 @@ def encode_text(model, tokenizer, text:str)->list:
     "The token ids of `text` (special tokens included); a clear error for empty or over-long text."
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"The text is empty ({text!r}); pass a sentence to explain.")
-    ids = tokenizer(text)["input_ids"]
+    ids = tokenizer(text, verbose=False)["input_ids"]  # the length check below says it, as an error
     limit = _token_limit(model, tokenizer)
     if len(ids) > limit:
         raise ValueError(f"The text is {len(ids)} tokens long; the model reads at most {limit}. Explain a shorter "
@@ -96,6 +97,7 @@ def attention_maps(model, tokenizer, text:str)->tuple:
     maps = torch.stack([a[0] for a in out.attentions]).float().cpu().numpy()
     return tokenizer.convert_ids_to_tokens(ids), maps
 
+# %% ../nbs/06_explainability.ipynb #plot-attn
 def _subplots(rows:int, cols:int, size:float=3.0):
     "A grid of `rows` x `cols` axes, always as a flat list."
     import matplotlib.pyplot as plt
@@ -167,6 +169,7 @@ def class_probs(model, tokenizer, ids_list:list, batch_size:int=64)->torch.Tenso
         with torch.no_grad(): out.append(torch.softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1))
     return torch.cat(out).cpu()
 
+# %% ../nbs/06_explainability.ipynb #ig-baseline
 def _prob_of_ids(model):
     "The forward function captum differentiates: token ids and mask in, class probabilities out."
     return lambda ids, mask: torch.softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
@@ -270,10 +273,12 @@ def attribute_many(model, tokenizer, texts:list, methods:tuple=ATTRIBUTION_METHO
     return {m: [attribute(model, tokenizer, t, m, n_steps=n_steps, baseline=baseline, seed=seed + i)
                 for i, t in enumerate(texts)] for m in methods}
 
+# %% ../nbs/06_explainability.ipynb #rationale-size
 def rationale_size(n_tokens:int, fraction:float)->int:
     "How many of `n_tokens` scored tokens the top-`fraction` rationale holds: ERASER's rounding, at least one."
     return max(1, int(round(fraction * n_tokens)))
 
+# %% ../nbs/06_explainability.ipynb #rationale-ids
 def rationale_ids(a:Attribution, fraction:float, keep:bool)->list:
     "`a`'s token ids with its top `fraction` of tokens removed (`keep=False`) or alone kept (`keep=True`)."
     top = {a.positions[i] for i in np.argsort(-a.scores, kind="stable")[:rationale_size(len(a.positions), fraction)]}
@@ -293,6 +298,7 @@ def erasure_curves(model, tokenizer, attributions:dict, fractions:tuple=FRACTION
                           comprehensiveness=a.prob - p[j], sufficiency=a.prob - p[n + j]) for j, f in enumerate(fractions)]
     return pd.DataFrame(rows)
 
+# %% ../nbs/06_explainability.ipynb #aopc
 def aopc(curves:pd.DataFrame)->pd.DataFrame:
     "Per method: comprehensiveness and sufficiency averaged over fractions (AOPC), +- standard error over texts."
     per_text = curves.groupby(["method", "text"])[["comprehensiveness", "sufficiency"]].mean()
@@ -302,6 +308,7 @@ def aopc(curves:pd.DataFrame)->pd.DataFrame:
     if "random" in out.index: out["comp_vs_random"] = out.comprehensiveness / out.loc["random", "comprehensiveness"]
     return out.sort_values("comprehensiveness", ascending=False)
 
+# %% ../nbs/06_explainability.ipynb #per-text-aopc
 def per_text_aopc(curves:pd.DataFrame, metric:str="comprehensiveness",
                   min_tokens:int=1, # only the bins whose rationale holds at least this many tokens
                  )->pd.DataFrame:
@@ -312,6 +319,7 @@ def per_text_aopc(curves:pd.DataFrame, metric:str="comprehensiveness",
     methods = [m for m in ATTRIBUTION_METHODS if m in table] + [m for m in table if m not in ATTRIBUTION_METHODS]
     return table[methods].dropna()  # a text too short for any such bin drops out
 
+# %% ../nbs/06_explainability.ipynb #faithfulness
 def faithfulness(model, tokenizer, texts:list,
                  methods:tuple|str=ATTRIBUTION_METHODS, # method names (or one name); `random` is always added for the ratio
                  fractions:tuple=FRACTIONS, n_steps:int=50, seed:int=0)->pd.DataFrame:
@@ -370,6 +378,7 @@ def randomization_stages(model)->list:
     stages += [(f"layer {i}", [blocks[i]]) for i in reversed(range(len(blocks)))]
     return stages + [("embeddings", [base.embeddings])]
 
+# %% ../nbs/06_explainability.ipynb #reinit
 def reinitialize(modules:list, std:float=0.02, generator:torch.Generator=None):
     "Fresh weights for `modules`, in place: Linear/Embedding ~ N(0, std), biases 0, LayerNorm weight 1 and bias 0."
     for module in modules:
@@ -449,6 +458,7 @@ def layer_states(model, tokenizer, texts:list, max_length:int=128,
         model.zero_grad(set_to_none=True)
     return np.concatenate(acts, 1), (np.concatenate(grads, 1) if grads else None)
 
+# %% ../nbs/06_explainability.ipynb #concept-vector
 def concept_vector(concept_acts:np.ndarray, other_acts:np.ndarray, seed:int=0, score:bool=True)->tuple:
     "`(cav, accuracy)`: the unit normal of a logistic regression separating concept from other activations, and its 3-fold accuracy (`nan` if not `score`)."
     from sklearn.linear_model import LogisticRegression
@@ -534,6 +544,7 @@ def tcav(model, tokenizer,
     return _tcav_results(model, tokenizer, {"concept": concept_texts}, random_texts, {label: test_texts}, (layer,),
                          repeats, set_size, max_length, seed)[0]
 
+# %% ../nbs/06_explainability.ipynb #tcav-by-layer
 def tcav_by_layer(model, tokenizer,
                   concepts:dict, # concept name -> its example texts
                   random_texts:list,
@@ -587,9 +598,9 @@ def tour_explainability(profile, out_dir:Path, seed:int=0, progress:bool=False)-
     from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress)
     plan = explain_plan(tour.profile)
-    train, test = tour.tweets(plan.n_train, plan.n_texts)
-    texts = test.text.tolist()
-    result = plan.fine_tune(train, list(TWEET_LABELS), seed=seed)
+    train, test = tour.tweets(plan.n_train, max(plan.n_texts, plan.n_tcav_test))  # the chapter's draw, so --full gives its numbers
+    texts = test.text.tolist()[:plan.n_texts]
+    result = plan.fine_tune(train, list(TWEET_LABELS), seed=tour.seeds(plan.seeds)[0])
     attributions = {m: attribute_many(result.model, result.tokenizer, texts, (m,), plan.ig_steps, seed=seed)[m]
                     for m in tour.steps(ATTRIBUTION_METHODS, "explainability: methods")}
     curves = erasure_curves(result.model, result.tokenizer, attributions)

@@ -46,6 +46,7 @@ def cell_directives(source:str)->dict:
         out[m.group(1)] = m.group(2).strip()
     return out
 
+# %% ../nbs/09_provenance.ipynb #output-code
 def output_code(nb:dict, # a notebook, as parsed JSON
                )->list:
     "The sources of the code cells whose code can change an output: all but environment cells and `#| eval: false` cells."
@@ -53,6 +54,7 @@ def output_code(nb:dict, # a notebook, as parsed JSON
     sources = ["".join(c["source"]) for c in cells]
     return [s for s in sources if cell_directives(s).get("eval") != "false" and not is_environment_cell(s)]
 
+# %% ../nbs/09_provenance.ipynb #code-hash
 def code_hash(nb:dict)->str:
     "A short hash of `output_code(nb)`: it changes when any code that can change an output changes."
     h = hashlib.sha256()
@@ -88,6 +90,7 @@ def imported_modules(nb:dict, # a notebook, as parsed JSON
         todo += _named_modules((Path(package_dir)/f"{m}.py").read_text())
     return sorted(seen - {own, "_modidx"})
 
+# %% ../nbs/09_provenance.ipynb #module-hashes
 def module_hashes(modules:list, package_dir:Path)->dict:
     "A short hash of each module's source file."
     return {m: hashlib.sha256((Path(package_dir)/f"{m}.py").read_bytes()).hexdigest()[:16] for m in modules}
@@ -131,6 +134,7 @@ def library_versions()->dict:
         except PackageNotFoundError: pass
     return out
 
+# %% ../nbs/09_provenance.ipynb #make-stamp
 def make_stamp(nb:dict, # the notebook as executed
                name:str, # its file name, e.g. `00_core.ipynb`
                profile:str, # the profile it ran under
@@ -151,6 +155,7 @@ def stamp_markdown(stamp:dict)->str:
     record = json.dumps(stamp, sort_keys=True).replace("--", "-\\u002d")  # an HTML comment may not hold "--"
     return f"{line}\n\n<!-- finetune-book:stamp {record} -->"
 
+# %% ../nbs/09_provenance.ipynb #read-stamp
 def read_stamp(nb:dict)->dict|None:
     "The provenance record stamped into `nb`, or `None` if it has none."
     for c in nb["cells"]:
@@ -158,6 +163,7 @@ def read_stamp(nb:dict)->dict|None:
         if m: return json.loads(m.group(1))
     return None
 
+# %% ../nbs/09_provenance.ipynb #write-stamp
 def write_stamp(nb:dict, stamp:dict)->dict:
     "Put `stamp` into `nb` (in place): replace its stamp cell, or add one right after the title cell."
     src = stamp_markdown(stamp)
@@ -206,6 +212,7 @@ def check_stamps(nbs_dir:Path, # the folder of notebooks
     "`check_notebook` for every notebook in `nbs_dir`, in file order."
     return [check_notebook(p) for p in sorted(Path(nbs_dir).glob("*.ipynb"))]
 
+# %% ../nbs/09_provenance.ipynb #stamp-table
 def stamp_table(checks:list)->str:
     "A markdown table of stamp checks: status, profile, wall time, date, and the imported modules changed since."
     rows = ["| notebook | status | profile | seconds | executed | modules changed since |", "|---|---|---|---|---|---|"]
@@ -263,6 +270,7 @@ def build_notebook(path:Path, # the notebook to execute and stamp, in place
     log(f"[build] {path.name}: {seconds:.0f} s, code {stamp['code']}")
     return stamp
 
+# %% ../nbs/09_provenance.ipynb #build-all
 def build(notebooks:list=None, # notebook paths; `None` builds every notebook in `nbs_dir`
           profile:str="cpu", nbs_dir:Path="nbs", timeout:int=1800, log=print)->list:
     "Execute and stamp each notebook in turn, stopping at the first error; return their stamps."
@@ -306,6 +314,7 @@ def output_numbers(nb:dict)->list:
                 texts.append(html.unescape(re.sub(r"<[^>]+>", " ", t)) if kind == "text/html" else t)
     return [float(n.replace(",", "")) for t in texts for n in _OUT_NUM.findall(t)]
 
+# %% ../nbs/09_provenance.ipynb #unshown-numbers
 def _shown(number:str, values:list)->bool:
     "Is `number` (as written in prose) printed among `values`: does one of them round to it?"
     core = number.rstrip("%x×")

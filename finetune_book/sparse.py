@@ -26,7 +26,7 @@ __all__ = ['SPARSE_PLANS', 'STOPWORDS', 'FULL_LR', 'LORA_LR', 'PARAPHRASE_REQUES
            'EmbeddingCache', 'probe_method', 'prototype_method', 'step_budget', 'pack_rows', 'Trained',
            'finetune_method', 'encoder_lora_config', 'setfit_method', 'load_synonyms', 'synonym_replace',
            'random_insert', 'random_swap', 'random_delete', 'eda', 'augment_table', 'augmented_method', 'eda_augmenter',
-           'learning_curve', 'curve_summary', 'curve_table', 'margins', 'floor_scores', 'plot_learning_curve',
+           'learning_curve', 'curve_summary', 'curve_table', 'plot_learning_curve', 'margins', 'floor_scores',
            'sparse_methods', 'MeanPooled', 'paraphrase', 'judge_paraphrases', 'table_augmenter', 'train_source_model',
            'tour_sparse_data']
 
@@ -175,6 +175,7 @@ def finetune_method(model:str="minilm", # short name, folder or hub id of the st
         return Trained(pred, run.steps, len(rows))
     return finetuned
 
+# %% ../nbs/04_sparse_data.ipynb #encoder-lora
 def encoder_lora_config(r:int=8, alpha:int=16, dropout:float=0.1,
                         targets:tuple=("query", "value", "q", "v"), # the attention's query and value: BERT's names, then MPNet's
                        ):
@@ -320,12 +321,14 @@ def augment_table(df:pd.DataFrame, # training rows; left unchanged
                                                                                source=idx))
     return pd.concat(out, ignore_index=True)
 
+# %% ../nbs/04_sparse_data.ipynb #augmented-method
 def augmented_method(method:Callable, augment:Callable, n:int=2)->Callable:
     "A method: `method` trained on the k-shot rows plus `n` augmented variants of each."
     def augmented(train, test_texts, labels, seed):  # `augmented` tells a trained method which rows are originals
         return method(augment_table(train, augment, n, seed)[["text", "label", "augmented"]], test_texts, labels, seed)
     return augmented
 
+# %% ../nbs/04_sparse_data.ipynb #eda-augmenter
 def eda_augmenter(synonyms:dict=None, alpha:float=0.1)->Callable:
     "`augment(text, n, seed)` for `augment_table`, using `eda`."
     synonyms = load_synonyms() if synonyms is None else synonyms
@@ -367,12 +370,31 @@ def curve_summary(curve:pd.DataFrame, metric:str="accuracy")->pd.DataFrame:
     s["method"] = pd.Categorical(s.method, categories=curve.method.unique())  # methods in the order they ran
     return s.sort_values(["method", "k"]).assign(method=lambda d: d.method.astype(str)).reset_index(drop=True)
 
+# %% ../nbs/04_sparse_data.ipynb #curve-table
 def curve_table(curve:pd.DataFrame, metric:str="accuracy")->pd.DataFrame:
     "A method × k table of 'mean ± std' strings."
     s = curve_summary(curve, metric)
     s["cell"] = [f"{m:.3f} ± {0 if pd.isna(d) else d:.3f}" for m, d in zip(s["mean"], s["std"])]
     return s.pivot(index="method", columns="k", values="cell").reindex(s.method.unique()).fillna("–")
 
+# %% ../nbs/04_sparse_data.ipynb #11972e3c
+def plot_learning_curve(curve:pd.DataFrame, metric:str="accuracy", title:str="Learning curve", ax=None,
+                        floor:float=None, # the score of always answering the commonest class, drawn as a line
+                       ):
+    "Mean `metric` against examples per class (log scale), one line per method, shaded ± one std, with the floor."
+    import matplotlib.pyplot as plt
+    s = curve_summary(curve, metric)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
+    for name, g in s.groupby("method", sort=False):
+        ax.plot(g.k, g["mean"], "o-", label=name)
+        ax.fill_between(g.k, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.08)
+    if floor is not None: ax.axhline(floor, color="grey", ls=":", label="always the commonest class")
+    ax.set_xscale("log", base=2); ax.set_xticks(sorted(s.k.unique()), [str(k) for k in sorted(s.k.unique())])
+    ax.set_xlabel("labelled examples per class (k)"); ax.set_ylabel(f"test {metric.replace('_', '-')}")
+    ax.set_title(title); ax.legend(fontsize=8); fig.tight_layout()
+    return fig
+
+# %% ../nbs/04_sparse_data.ipynb #margins-def
 def margins(curve:pd.DataFrame, baseline:str, metric:str="accuracy", level:float=0.95)->pd.DataFrame:
     "Every method against `baseline` at each k, paired by seed: mean lead, t interval, wins, and Holm-adjusted verdicts."
     require_columns(curve, "method", "k", "seed", metric)
@@ -391,28 +413,12 @@ def margins(curve:pd.DataFrame, baseline:str, metric:str="accuracy", level:float
     out["verdict"] = np.where(out.p_holm >= 1 - level, "tie", np.where(out.lead > 0, "ahead", "behind"))
     return out
 
+# %% ../nbs/04_sparse_data.ipynb #floor-scores
 def floor_scores(labels)->dict:
     "Accuracy and macro-F1 of always answering the commonest class of `labels`: the floor every method must beat."
     labels = pd.Series(labels).astype(str)
     if labels.empty: raise ValueError("labels is empty: pass the test rows' labels.")
     return classification_metrics(labels.to_numpy(), np.full(len(labels), labels.value_counts().index[0]))
-
-# %% ../nbs/04_sparse_data.ipynb #11972e3c
-def plot_learning_curve(curve:pd.DataFrame, metric:str="accuracy", title:str="Learning curve", ax=None,
-                        floor:float=None, # the score of always answering the commonest class, drawn as a line
-                       ):
-    "Mean `metric` against examples per class (log scale), one line per method, shaded ± one std, with the floor."
-    import matplotlib.pyplot as plt
-    s = curve_summary(curve, metric)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
-    for name, g in s.groupby("method", sort=False):
-        ax.plot(g.k, g["mean"], "o-", label=name)
-        ax.fill_between(g.k, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.08)
-    if floor is not None: ax.axhline(floor, color="grey", ls=":", label="always the commonest class")
-    ax.set_xscale("log", base=2); ax.set_xticks(sorted(s.k.unique()), [str(k) for k in sorted(s.k.unique())])
-    ax.set_xlabel("labelled examples per class (k)"); ax.set_ylabel(f"test {metric.replace('_', '-')}")
-    ax.set_title(title); ax.legend(fontsize=8); fig.tight_layout()
-    return fig
 
 # %% ../nbs/04_sparse_data.ipynb #bb751f11
 FULL_LR, LORA_LR = 2e-4, 3e-3  # for the short budget; the sweep below checks them on validation rows
@@ -490,6 +496,7 @@ def judge_paraphrases(pairs:pd.DataFrame, # `paraphrase`'s table; left unchanged
     out["kept"] = out.reason == "ok"
     return out
 
+# %% ../nbs/04_sparse_data.ipynb #table-augmenter
 def table_augmenter(pairs:pd.DataFrame, only_kept:bool=True)->Callable:
     "`augment(text, n, seed)` for `augment_table` that looks paraphrases up in a `paraphrase`/`judge_paraphrases` table."
     use = pairs[pairs.kept] if only_kept and "kept" in pairs else pairs
@@ -515,7 +522,8 @@ def tour_sparse_data(profile, out_dir:Path, seed:int=0, progress:bool=False)->di
     from finetune_book.train import TourRun
     tour = TourRun(profile, out_dir, seed, progress)
     plan = sparse_plan(tour.profile)
-    train, test = tour.tweets(None, plan.n_test)
+    train, test = tour.tweets(None, plan.n_test_frozen)
+    test = test.iloc[:plan.n_test]  # the chapter's test rows (a random subset of the frozen methods'), so --full gives its numbers
     methods = sparse_methods(plan, EmbeddingCache(plan.encoder, plan.max_length))
     tour_methods = {m: methods[m] for m in ("full fine-tuning", "SetFit", "frozen probe", "prototypes")}
     k = min(plan.ks)

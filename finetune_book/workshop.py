@@ -34,6 +34,7 @@ def chapter_title(nb:dict)->str:
             if m: return m.group(1).strip()
     raise ValueError("the notebook has no title: its first markdown cell should start with '# '.")
 
+# %% ../nbs/11_workshop.ipynb #chapter-times
 def chapter_times(nbs_dir:str|Path="nbs")->pd.DataFrame:
     "One row per challenge chapter: its title and, from its provenance stamp, the `cpu` run's seconds, machine and date."
     rows = []
@@ -67,6 +68,7 @@ def record_live_times(seconds:dict, # notebook file name -> seconds its `test` r
                                indent=1) + "\n")
     return path
 
+# %% ../nbs/11_workshop.ipynb #live-times-fn
 def _read_live(path:str|Path)->dict:
     path = Path(path)
     if not path.exists():
@@ -81,10 +83,11 @@ def live_times(path:str|Path=LIVE_TIMES)->pd.Series:
     "The recorded `test`-profile seconds per notebook (see `record_live_times`), named by the machine that ran them."
     data = _read_live(path)
     return pd.Series(data["seconds"], name=f"test profile on {_machine_name(data['machine'])}")
+
+# %% ../nbs/11_workshop.ipynb #live-cells
 def live_cells(path:str|Path=LIVE_TIMES)->dict:
     "The recorded seconds of each notebook's slower cells: `{notebook: {cell id: seconds}}` (see `record_live_times`)."
     return _read_live(path).get("cells", {})
-
 
 # %% ../nbs/11_workshop.ipynb #w-agenda
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ DAY = DayPlan()
 def _clock(minutes:int)->str: return f"{minutes // 60:02d}:{minutes % 60:02d}"
 def _minutes(clock:str)->int: h, m = clock.split(":"); return int(h) * 60 + int(m)
 
+# %% ../nbs/11_workshop.ipynb #live-part
 def live_part(nb:dict, # a chapter notebook
               whole:float, # its measured `test` run, in seconds (`live_times`)
               cells:dict, # its slower cells' measured seconds (`live_cells`)
@@ -121,6 +125,7 @@ def live_part(nb:dict, # a chapter notebook
     if best is None: raise ValueError(f"{chapter_title(nb)!r}: even its first section starts after {limit_s} s.")
     return best
 
+# %% ../nbs/11_workshop.ipynb #live-parts
 def live_parts(nbs_dir:str|Path="nbs", path:str|Path=LIVE_TIMES, limit_s:float=DAY.live_limit)->pd.DataFrame:
     "What learners run live of each chapter: `seconds` (measured), `whole` (the whole run) and `up_to` (a section, or '' for all of it)."
     whole, cells, rows = live_times(path), live_cells(path), {}
@@ -130,6 +135,7 @@ def live_parts(nbs_dir:str|Path="nbs", path:str|Path=LIVE_TIMES, limit_s:float=D
         rows[p.name] = dict(seconds=round(seconds, 1), whole=whole[p.name], up_to=up_to)
     return pd.DataFrame.from_dict(rows, orient="index", columns=["seconds", "whole", "up_to"])
 
+# %% ../nbs/11_workshop.ipynb #agenda-fn
 def agenda(times:pd.DataFrame, # `chapter_times`: one row per chapter, indexed by notebook
            live:pd.DataFrame, # `live_parts`: what is run live of each chapter, and its measured seconds
            day:DayPlan=DAY)->pd.DataFrame:
@@ -586,11 +592,13 @@ def stub_source(src:str)->str:
             out += [f"{t.id} = ...  # your answer" for t in node.targets if isinstance(t, ast.Name) and t.id.startswith("ex")]
     return "\n".join(["# Exercise: replace the stubs below with your solution."] + out).rstrip() + "\n"
 
+# %% ../nbs/11_workshop.ipynb #check-call
 def check_call(exercise:str)->str:
     "The line a student copy runs to check `exercise`, e.g. `check_exercise(\"03.1\", ex1, conflicts=conflicts)`."
     name, _, needs = EXERCISE_CHECKS[exercise]
     return f'check_exercise("{exercise}", {name}' + "".join(f", {n}={n}" for n in needs) + ")"
 
+# %% ../nbs/11_workshop.ipynb #student-copy
 def _cell(kind:str, src:str)->dict:
     c = {"cell_type": kind, "metadata": {}, "source": src.splitlines(keepends=True)}
     return c | ({"execution_count": None, "outputs": []} if kind == "code" else {})
@@ -634,6 +642,7 @@ def student_copy(nb:dict, # a chapter notebook, as parsed JSON; left unchanged
     nb["cells"] = cells
     return nb
 
+# %% ../nbs/11_workshop.ipynb #write-student
 def write_student_copies(nbs_dir:str|Path, out_dir:str|Path, keep_outputs:bool=False)->list:
     "A student copy of every challenge chapter in `out_dir`; returns the files written."
     chapters = sorted(Path(nbs_dir).glob(CHAPTERS))

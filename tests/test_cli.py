@@ -94,6 +94,21 @@ def test_quick_tour_is_the_test_profile_plus_its_options(tmp_path):
     assert C.tour_profile() == "quick" and C.tour_profile("test") == "test" and C.QUICK_OPTIONS["finetune"] == {"quick": True}
 
 
+def test_tour_quiets_known_library_noise_and_nothing_else(tmp_path):
+    "SetFit's pinned-memory warning on a CPU is hidden from the tour's user; any other warning still shows."
+    import warnings
+    from unittest import mock
+    from finetune_book import cli as C
+    def noisy(profile, out_dir, seed=0, progress=False):
+        warnings.warn("'pin_memory' argument is set as true but no accelerator is found", UserWarning)
+        warnings.warn("something the user should see", UserWarning)
+        return {"plots": []}
+    with mock.patch.dict(C.TOUR_CHAPTERS, {"noisy": noisy}, clear=True), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        C.run_tour("test", None, tmp_path, log=lambda m: None)
+    assert [str(w.message) for w in caught] == ["something the user should see"]
+
+
 def test_tour_seed_reaches_the_chapter_and_an_interrupted_tour_keeps_its_first_chapter(ci_tour, tmp_path):
     "On the cheapest entry (the seed reaches every entry through `TourRun`, the same code for all seven)."
     from finetune_book.cli import run_tour
