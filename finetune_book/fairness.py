@@ -200,6 +200,7 @@ def counterfactual_pairs(probes:pd.DataFrame, attribute:str="gender", groups:tup
     a = probes[probes[attribute] == groups[0]]; b = probes[probes[attribute] == groups[1]]
     return a.merge(b, on=keys, suffixes=("_a", "_b"))
 
+# %% ../nbs/07_fairness.ipynb #placebo-pairs
 def placebo_pairs(probes:pd.DataFrame)->pd.DataFrame:
     "Pairs that swap a person word for another of the *same* gender, kind and race (slot s with slot s-1): the noise floor."
     if len(probes) == 0: raise ValueError("probes is empty; build them with make_probe_set().")
@@ -208,6 +209,7 @@ def placebo_pairs(probes:pd.DataFrame)->pd.DataFrame:
     shifted = probes.assign(slot=(probes.slot + 1) % n)
     return probes.merge(shifted, on=["template_id", "emotion_word", "slot"] + group, suffixes=("_a", "_b"))
 
+# %% ../nbs/07_fairness.ipynb #cf-gap
 def counterfactual_gap(model, tokenizer, probes:pd.DataFrame, attribute:str="gender", groups:tuple=("female", "male"),
                        max_length:int=64, placebo:bool=False,
                        probs:dict=None, # text -> class probabilities (`probe_probabilities`); `None`: score the pairs' texts now
@@ -251,6 +253,7 @@ def group_metrics(y_true, y_pred, groups, labels:list, n_boot:int=200, seed:int=
                           for l in labels]).set_index("label")
     return by_group, diffs
 
+# %% ../nbs/07_fairness.ipynb #bootstrap-ci
 def bootstrap_ci(statistic, n:int, n_boot:int=500, seed:int=0, level:float=0.95)->tuple:
     "`(low, high)` percentile interval of `statistic(rows)` over `n_boot` resamples of `n` row positions."
     rng = np.random.default_rng(seed)
@@ -279,6 +282,7 @@ def counterfactual_table(df:pd.DataFrame, text_col:str="text", **swap_kwargs)->p
     copies = df[changed].assign(**{text_col: swapped[changed]})
     return pd.concat([df.assign(augmented=False), copies.assign(augmented=True)])
 
+# %% ../nbs/07_fairness.ipynb #mask-identity
 def mask_identity_words(texts:list, mask:str="[MASK]", pairs:list=GENDER_PAIRS)->list:
     "Each text with every gendered word (and her/his/him) replaced by `mask`; whole words only."
     pattern = _whole_words({w for p in pairs for w in p} | {"her", "his", "him"})

@@ -183,7 +183,6 @@ NOT_YET_SPLIT = {
     "00_core.ipynb": {"e724867d", "21d2662c", "core-check-max-length"},
     "01_data.ipynb": {"dd51b6a6"},
     "03_data_quality.ipynb": {"3796d0a9", "4a885283", "5929b61d"},
-    "07_fairness.ipynb": {"001afd68", "8fccf16e", "d62d457b"},
     "08_llm_instruction_tuning.ipynb": {"f494899a", "a8208c59", "b969899a"},
 }
 
