@@ -33,9 +33,14 @@ if __name__ == "__main__":
     if not paths: sys.exit(__doc__.strip().splitlines()[-1])
     found = False
     for p in paths:
-        old = committed(str(Path(p).resolve().relative_to(ROOT)), rev)
+        try:
+            rel = Path(p).resolve().relative_to(ROOT)
+            new = json.loads(Path(p).read_text())
+        except ValueError: sys.exit(f"{p}: not a notebook of this repository ({ROOT}), or not valid JSON.")
+        except OSError as e: sys.exit(f"{p}: cannot read it ({e.strerror}).")
+        old = committed(str(rel), rev)
         if old is None: print(f"{p}: not in {rev}; nothing to compare"); continue
-        hits = stale_numbers(old, json.loads(Path(p).read_text()))
+        hits = stale_numbers(old, new)
         found |= bool(hits)
         print(f"{p}: " + (", ".join(f"{n} ({cid})" for cid, n in hits) if hits else "no prose number lost its output"))
     sys.exit(1 if found else 0)
