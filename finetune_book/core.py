@@ -17,7 +17,7 @@ import torch
 # %% auto #0
 __all__ = ['PROFILES', 'OFFLINE_MODELS', 'Profile', 'detect_profile_name', 'get_profile', 'plan_for', 'get_device', 'set_seed',
            'cpu_model', 'machine_info', 'machine_line', 'training_precision', 'precision_args', 'OfflineModel',
-           'OfflinePackMissing', 'package_dir', 'offline_model_dir', 'ModelSource', 'resolve_model', 'model_config',
+           'package_dir', 'OfflinePackMissing', 'offline_model_dir', 'ModelSource', 'resolve_model', 'model_config',
            'load_pretrained', 'load_tokenizer', 'load_classifier', 'count_parameters', 'cache_dir', 'causal_lm_dir',
            'load_causal_lm', 'require_columns', 'check_texts', 'check_int', 'check_number', 'check_label_names',
            'check_probabilities', 'model_positions', 'check_max_length', 'check_model_labels', 'load_chat_model',
@@ -127,6 +127,7 @@ def cpu_model()->str:
     except OSError: pass
     return platform.processor() or platform.machine() or "unknown CPU"
 
+# %% ../nbs/00_core.ipynb #core-machine-info
 def _cpu_capabilities()->dict:
     "The CPU's instruction-set flags as PyTorch sees them (`avx512_bf16`, `amx_tile`, ...); empty where torch cannot say."
     return torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
@@ -205,14 +206,15 @@ OFFLINE_MODELS = {
 }
 
 # %% ../nbs/00_core.ipynb #21d2662c
-class OfflinePackMissing(ModuleNotFoundError):
-    "An offline model's package is not installed; the message names the command that installs it."
-
 def package_dir(package:str)->Path|None:
     "Folder of an installed package, found without importing it."
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations: return None
     return Path(list(spec.submodule_search_locations)[0])
+
+# %% ../nbs/00_core.ipynb #core-offline-model-dir
+class OfflinePackMissing(ModuleNotFoundError):
+    "An offline model's package is not installed; the message names the command that installs it."
 
 def offline_model_dir(name:str, # a short name from `OFFLINE_MODELS`
                      )->Path:
@@ -474,7 +476,7 @@ def check_probabilities(probs, # one row per example, one column per class
     return p
 
 
-# %% ../nbs/00_core.ipynb #core-check-max-length
+# %% ../nbs/00_core.ipynb #core-model-positions
 def model_positions(config)->int|None:
     "The most tokens a model with this transformers `config` reads (its position table), or `None` if it sets no limit."
     n = getattr(config, "max_position_embeddings", None)
@@ -483,6 +485,7 @@ def model_positions(config)->int|None:
         n -= (getattr(config, "pad_token_id", None) or 0) + 1  # positions start after the padding index
     return n
 
+# %% ../nbs/00_core.ipynb #core-check-max-length
 def check_max_length(max_length, # tokens per text the caller asks for
                      config, # the model's transformers config (`model.config`)
                      name:str="max_length", # the argument's name, for the message
@@ -493,7 +496,6 @@ def check_max_length(max_length, # tokens per text the caller asks for
     if limit is not None and max_length > limit:
         raise ValueError(f"{name}={max_length} is more tokens than the model reads ({limit} positions); pass {name}<={limit}.")
     return max_length
-
 
 # %% ../nbs/00_core.ipynb #core-check-model-labels
 def check_model_labels(model, # a classifier with `config.id2label`

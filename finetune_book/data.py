@@ -190,6 +190,7 @@ def label_maps(labels:list)->tuple:
     labels = check_label_names(labels)
     return dict(enumerate(labels)), {l: i for i, l in enumerate(labels)}
 
+# %% ../nbs/01_data.ipynb #data-tokenize-table
 def tokenize_table(df:pd.DataFrame, # rows to tokenize; left unchanged
                    tokenizer, # a transformers tokenizer
                    labels:list=None, # class names in id order; `None` leaves out the `labels` column

@@ -82,6 +82,7 @@ def normalize_text(text:str)->str:
     "Lower-case `text`, replace URLs with `<url>` and collapse whitespace: the key for exact-duplicate search."
     return _SPACE.sub(" ", _URL.sub("<url>", str(text).lower())).strip()
 
+# %% ../nbs/03_data_quality.ipynb #dq-find-duplicates
 def find_duplicates(df:pd.DataFrame, text_col:str="text")->pd.DataFrame:
     "Rows whose normalized text occurs more than once: `row`, `group` (one id per distinct text) and `text`."
     require_columns(df, text_col)
@@ -90,6 +91,7 @@ def find_duplicates(df:pd.DataFrame, text_col:str="text")->pd.DataFrame:
     groups = key[dup].map({k: i for i, k in enumerate(dict.fromkeys(key[dup]))})
     return pd.DataFrame({"row": df.index[dup], "group": groups.to_numpy(), "text": df.loc[dup, text_col].to_numpy()})
 
+# %% ../nbs/03_data_quality.ipynb #dq-find-conflicts
 def find_label_conflicts(df:pd.DataFrame, text_col:str="text", label_col:str="label")->pd.DataFrame:
     "Duplicate rows whose group holds more than one label: `row`, `group`, `text`, `label`, `labels_in_group`."
     validate_table(df, text_col, label_col)
@@ -127,6 +129,7 @@ def encoder_load_error(name:str, e:Exception)->OSError:
     return OSError(f"Could not load the sentence encoder {name!r}. Offline, use 'minilm' or a local folder with a "
                    f"sentence-transformers model. Cause: {str(e).splitlines()[0]}")
 
+# %% ../nbs/03_data_quality.ipynb #dq-load-encoder
 def load_sentence_encoder(model:str="minilm", # short name, folder or hub id of a sentence-transformers model
                           max_length:int=None, # tokens kept per text; `None` keeps the model's own limit
                          ):
@@ -138,6 +141,7 @@ def load_sentence_encoder(model:str="minilm", # short name, folder or hub id of 
     if max_length: encoder.max_seq_length = max_length
     return encoder
 
+# %% ../nbs/03_data_quality.ipynb #dq-embed-texts
 def embed_texts(texts:list, # the texts to embed
                 model:str="minilm", # short name, folder or hub id of a sentence-transformers model
                 batch_size:int=64, progress:bool=False)->np.ndarray:
@@ -237,6 +241,7 @@ def inject_label_noise(labels, # the clean labels; left unchanged
     for i in np.flatnonzero(flipped): noisy[i] = rng.choice([c for c in classes if c != labels[i]])
     return noisy, flipped
 
+# %% ../nbs/03_data_quality.ipynb #dq-precision-recall
 def precision_recall(flagged_rows, true_rows)->dict:
     "Precision and recall of `flagged_rows` against the set of rows that really are wrong."
     flagged, true = set(np.asarray(flagged_rows).tolist()), set(np.asarray(true_rows).tolist())

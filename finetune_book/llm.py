@@ -231,6 +231,7 @@ def _check_lengths(tokenizer, examples:pd.DataFrame, system:str, max_length:int)
                          f"{too_long[:5]}, longest {max(lengths)}); raise max_length or shorten the texts "
                          "(`make_instructions(..., max_chars=...)`).")
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #llm-lora-config
 def decoder_lora_config(r:int=8, targets:tuple=("q_proj", "k_proj", "v_proj", "o_proj"), alpha:int=None,
                 dropout:float=0.05):
     "A peft `LoraConfig` for a causal LM: rank-`r` adapters on `targets`, scaled by `alpha / r` (alpha defaults to 2r)."
@@ -267,7 +268,7 @@ def sft_trainer(model, tokenizer, examples:pd.DataFrame, out_dir:str, steps:int=
     args = SFTConfig(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
                      lr_scheduler_type="linear", warmup_steps=warmup, weight_decay=0.0, logging_steps=1,
                      save_strategy="no", report_to="none", seed=seed, data_seed=seed, max_length=max_length,
-                     completion_only_loss=completion_only, disable_tqdm=True, gradient_checkpointing=False,
+                     completion_only_loss=completion_only, disable_tqdm=True, activation_checkpointing=False,
                      dataloader_pin_memory=torch.cuda.is_available(),
                      train_sampling_strategy="group_by_length" if group_by_length else "random",
                      **precision_args())  # both flags set: TRL's defaults are for GPUs with bf16
@@ -377,6 +378,7 @@ def response_nll(model, tokenizer, prompts:list, responses:list, system:str=None
     per_token = answer_token_nll(model, tokenizer, prompts, responses, system, batch_size)
     return per_token.groupby("row").nll.mean().to_numpy()  # every response has tokens in the loss (at least <|im_end|>)
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #llm-forgetting-report
 def forgetting_report(tuned, tokenizer, base=None, # the untuned model; `None`: `tuned` with its adapters switched off
                       questions:pd.DataFrame=GENERAL_QUESTIONS, max_new_tokens:int=32)->tuple:
     "`(table, summary)`: general questions answered before and after tuning, and how likely the old answers stay."
@@ -402,6 +404,7 @@ def save_adapter(model, path:str|Path)->int:
         raise ValueError("model has no adapters to save; pass the model `instruction_tune` returned.")
     return saved_size(model, path)  # the compute chapter's measure: bytes of the safetensors written
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #llm-load-adapter
 def load_adapter(base, # the untuned causal LM (copied, never changed) or its short name, folder or hub id
                  path:str|Path):
     "The base model with the adapters saved in `path` attached, ready to answer."
@@ -412,6 +415,7 @@ def load_adapter(base, # the untuned causal LM (copied, never changed) or its sh
     base = load_chat_model(str(base))[0] if isinstance(base, (str, Path)) else copy.deepcopy(base)
     return PeftModel.from_pretrained(base, str(path)).eval()
 
+# %% ../nbs/08_llm_instruction_tuning.ipynb #llm-merge-adapter
 def merge_adapter(model):
     "A plain model with the LoRA updates folded into its weights; `model` itself keeps its adapters."
     if not hasattr(model, "merge_and_unload"):

@@ -280,7 +280,7 @@ def build(notebooks:list=None, # notebook paths; `None` builds every notebook in
     return [build_notebook(p, profile, timeout, log) for p in paths]
 
 # %% ../nbs/09_provenance.ipynb #b144ee50
-_NUM = re.compile(r"(?<![\w./=#])(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%|x\b|×)?(?!\w|\.\d|-[A-Za-z])")
+_NUM = re.compile(r"(?<![\w./=#])(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?([eE][-+]?\d+)?(%|x\b|×)?(?!\w|\.\d|-[A-Za-z])")
 _SKIP = [re.compile(p, re.S) for p in (
     r"```.*?```", r"`[^`]*`", r"<!--.*?-->", r'<span class="(?:cited|given)">.*?</span>', r"\]\([^)]*\)",
     r"https?://\S+", r"<[^>]+>", r"\$[^$]*\$")]
@@ -294,10 +294,11 @@ def prose_numbers(nb:dict, # a notebook, as parsed JSON
         if c["cell_type"] != "markdown" or _STAMP_RE.search(text): continue  # the stamp's numbers are its record
         for pat in _SKIP: text = pat.sub(" ", text)
         for m in _NUM.finditer(text):
-            whole, frac, unit = m.group(1), m.group(2) or "", m.group(3) or ""
-            plain = not frac and not unit and "," not in whole
+            whole, frac, exp, unit = m.group(1), m.group(2) or "", m.group(3) or "", m.group(4) or ""
+            if exp and not frac: continue  # `5e-5`: a setting (a learning rate); a measurement prints digits (`9.8e-05`)
+            plain = not frac and not unit and not exp and "," not in whole
             if plain and (int(whole) < 10 or 1900 <= int(whole) <= 2100): continue  # counts ("3 seeds") and years
-            found.append((c.get("id"), whole + frac + unit))
+            found.append((c.get("id"), whole + frac + exp + unit))
     return found
 
 # %% ../nbs/09_provenance.ipynb #12695321
@@ -319,9 +320,11 @@ def _shown(number:str, values:list)->bool:
     "Is `number` (as written in prose) printed among `values`: does one of them round to it?"
     core = number.rstrip("%x×")
     v = float(core.replace(",", ""))
-    d = len(core.split(".")[1]) if "." in core else 0
+    mantissa, _, exponent = core.lower().partition("e")  # `9.8e-05`: the last digit written is worth 1e-06
+    d = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    half_step = 0.5 * 10.0**(int(exponent or 0) - d)
     scales = (1, 100) if number.endswith("%") else (1,)
-    return any(abs(abs(y) * s - v) <= 0.5 * 10**-d * (1 + 1e-9) for y in values for s in scales)
+    return any(abs(abs(y) * s - v) <= half_step * (1 + 1e-9) for y in values for s in scales)
 
 def unshown_numbers(nb:dict, # a notebook, as parsed JSON
                     values:list=None, # numbers the prose may use; `None` takes `nb`'s own outputs

@@ -177,20 +177,11 @@ def crowded_export_cells(nb:dict)->list:
     return out
 
 
-# Not yet one function per cell: cells of chapters whose stamps a split would make stale (each waits for its chapter's
-# next re-run). A type and the one function that returns or looks it up (a Plan and its `*_plan`) count as one idea.
-NOT_YET_SPLIT = {
-    "00_core.ipynb": {"e724867d", "21d2662c", "core-check-max-length"},
-    "01_data.ipynb": {"dd51b6a6"},
-    "03_data_quality.ipynb": {"3796d0a9", "4a885283", "5929b61d"},
-    "08_llm_instruction_tuning.ipynb": {"f494899a", "a8208c59", "b969899a"},
-}
-
-
+# A type and the one function that returns or looks it up (a Plan and its `*_plan`) count as one idea.
 @pytest.mark.parametrize("nb", sorted(p.name for p in NBS.glob("*.ipynb")))
 def test_one_public_function_per_export_cell(nb):
-    found = {cid for cid, _ in crowded_export_cells(json.loads((NBS / nb).read_text()))}
-    assert found == NOT_YET_SPLIT.get(nb, set()), f"split these export cells (or update NOT_YET_SPLIT): {sorted(found)}"
+    found = crowded_export_cells(json.loads((NBS / nb).read_text()))
+    assert not found, f"split these export cells, one public function (or class) each, with a sentence and a use: {found}"
 
 
 def test_crowded_export_cells_can_fail():

@@ -3,7 +3,8 @@
 `provenance.unshown_numbers` (the provenance chapter) accepts a prose number if any output on the page shows it, so a
 timing that moved between runs can hide behind the same value printed by another cell (a 0.68x that went stale while
 a different table still prints 0.68). This script compares the notebook with its committed version: every prose
-number that the new outputs print fewer times than the committed outputs did is listed, even where the page-wide
+number that an output printed by the committed version, and no longer by this one, would show at the precision
+written (the page-wide check's rule) is listed, even where the page-wide
 check passes (a number that lost one of its outputs may be the one the sentence quotes). Read each one against the cell that printed it and rewrite the sentence from the new output.
 
 Usage: `python tools/stale_numbers.py nbs/05_compute.ipynb [...] [--rev HEAD]`; exit 1 when something is listed.
@@ -19,12 +20,12 @@ def committed(path:str, rev:str="HEAD")->dict|None:
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 def stale_numbers(old:dict, new:dict)->list:
-    "`(cell id, number)` of `new`'s prose numbers that `old`'s outputs printed more often than `new`'s outputs do."
+    "`(cell id, number)` of `new`'s prose numbers that an output `old` printed, and `new` no longer prints, would show."
     from collections import Counter
-    from finetune_book.provenance import output_numbers, prose_numbers
-    key = lambda s: s.rstrip("%x×").replace(",", "")
-    lost = Counter(map(str, output_numbers(old))) - Counter(map(str, output_numbers(new)))  # printed fewer times now
-    return sorted({(cid, n) for cid, n in prose_numbers(new) if key(n) in lost})
+    from finetune_book.provenance import output_numbers, prose_numbers, unshown_numbers
+    lost = list((Counter(output_numbers(old)) - Counter(output_numbers(new))).elements())  # printed fewer times now
+    backed_by_nothing_lost = set(unshown_numbers(new, lost))  # the same precision rule as the page-wide check
+    return sorted({(cid, n) for cid, n in prose_numbers(new) if (cid, n) not in backed_by_nothing_lost})
 
 if __name__ == "__main__":
     args = sys.argv[1:]
